@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what webm-relay needs and is missing (Debian/Ubuntu), then builds it.
+# Safe to run again: it installs only what is not there yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v gst-launch-1.0 >/dev/null || need+=(gstreamer1.0-tools)
+# The elements the default pipeline and the tests use, by the package that ships them.
+if command -v gst-inspect-1.0 >/dev/null; then
+  gst-inspect-1.0 videotestsrc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-base)
+  gst-inspect-1.0 vp8enc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
+  gst-inspect-1.0 av1enc >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-bad)
+else
+  need+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+fi
+if [ "${1:-}" = "--test" ]; then
+  command -v ffmpeg >/dev/null || need+=(ffmpeg)
+  command -v mkvinfo >/dev/null || need+=(mkvtoolnix)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build --silent
