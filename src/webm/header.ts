@@ -32,7 +32,7 @@ export function forEachChild(
   buf: Buffer,
   start: number,
   end: number,
-  visit: (id: number, dataStart: number, dataEnd: number) => void,
+  visit: (id: number, dataStart: number, dataEnd: number, elementStart: number) => void,
 ): void {
   let pos = start;
   while (pos < end) {
@@ -44,7 +44,7 @@ export function forEachChild(
     const size = readSize(buf, pos + idLength, sizeLength);
     const dataStart = pos + idLength + sizeLength;
     const dataEnd = size === UNKNOWN_SIZE ? end : Math.min(end, dataStart + size);
-    visit(id, dataStart, dataEnd);
+    visit(id, dataStart, dataEnd, pos);
     pos = dataEnd;
   }
 }

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+import { ConfigError, helpText, parseConfig } from './config.js';
+import { logger } from './log.js';
+import { Relay } from './relay.js';
+
+const log = logger('relay');
+
+async function main(): Promise<number> {
+  let config;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`webm-relay: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  if (config === 'help') {
+    process.stdout.write(`${helpText()}\n`);
+    return 0;
+  }
+
+  const relay = new Relay(config);
+  let stopping = false;
+  const stop = async (why: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${why}: shutting down`);
+    // Whatever happens, be gone within 2 s.
+    setTimeout(() => process.exit(code), 1800).unref();
+    await relay.stop();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop('SIGINT', 0));
+  process.on('SIGTERM', () => void stop('SIGTERM', 0));
+  relay.fatal.then((message) => stop(`cannot go on (${message})`, 1));
+
+  try {
+    await relay.start();
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    const message = e.code === 'EADDRINUSE' ? `port ${config.port} is in use (choose another with --port)` : e.message;
+    log.error(message);
+    await relay.stop();
+    return 1;
+  }
+  return -1;
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (error) => {
+    log.error((error as Error).stack ?? String(error));
+    process.exit(1);
+  },
+);

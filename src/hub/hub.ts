@@ -1,0 +1,300 @@
+import type { InitSegment } from '../normalizer/init-segment.js';
+import type { NormalizedStream } from '../normalizer/normalizer.js';
+
+/** Where a new viewer starts (compare GStreamer multihandlesink's `sync-method`). */
+export type JoinPolicy =
+  /** At the latest keyframe cluster: the picture appears at once, a GOP behind live. */
+  | 'latest-keyframe'
+  /** At the next keyframe cluster: up to a GOP's wait, then live with no backlog. */
+  | 'next-keyframe';
+
+export interface HubOptions {
+  join: JoinPolicy;
+  maxViewers: number;
+  /**
+   * Slow-viewer policy: a viewer with more than this many bytes not yet taken by its
+   * socket stops receiving, and resumes at the next keyframe cluster once drained.
+   */
+  maxQueueBytes: number;
+  /** A viewer whose socket has taken nothing for this long while data waits is disconnected. */
+  stallTimeoutMs: number;
+  /** After the producer goes away, how long viewers are kept for the next one. */
+  producerGraceMs: number;
+}
+
+export const DEFAULT_HUB_OPTIONS: HubOptions = {
+  join: 'latest-keyframe',
+  maxViewers: 1000,
+  maxQueueBytes: 4 << 20,
+  stallTimeoutMs: 10_000,
+  producerGraceMs: 30_000,
+};
+
+/** A viewer's connection, as the hub sees it. */
+export interface ViewerTransport {
+  readonly kind: 'http' | 'ws';
+  /** Queues bytes for the viewer, in order. */
+  send(data: Buffer): void;
+  /** Bytes queued but not yet taken by the kernel. */
+  readonly pendingBytes: number;
+  /**
+   * Sends an init segment. `replacing`: the viewer already has one and the stream
+   * changed tracks; returns false when the transport cannot start over (HTTP).
+   */
+  sendInit(init: InitSegment, replacing: boolean): boolean;
+  close(reason: string): void;
+}
+
+/** A run of media bytes as it goes to every viewer, cut so that a keyframe cluster always starts a chunk. */
+interface MediaChunk {
+  data: Buffer;
+  /** Starts with a keyframe cluster: a viewer may join or resume here. */
+  keyframe: boolean;
+}
+
+const enum ViewerState {
+  /** Sent every chunk. */
+  Live,
+  /** Joining or behind: waits for the next keyframe cluster. */
+  AwaitKeyframe,
+}
+
+export interface Viewer {
+  readonly transport: ViewerTransport;
+  readonly since: number;
+  state: ViewerState;
+  hasInit: boolean;
+  sentBytes: number;
+  /** Last time the socket took bytes, or had nothing waiting. */
+  lastProgress: number;
+  lastPending: number;
+}
+
+export interface HubStats {
+  viewers: number;
+  viewersByTransport: Record<ViewerTransport['kind'], number>;
+  live: boolean;
+  /** Bits per second of media over the last few seconds. */
+  bitrate: number;
+  clusters: number;
+  keyframeClusters: number;
+  bytesOut: number;
+  joins: number;
+  rejected: number;
+  skips: number;
+  stallDisconnects: number;
+  initSegments: number;
+}
+
+/**
+ * Holds the init segment and the current GOP and fans each chunk of the normalized
+ * stream out to every viewer. Media is gathered while one ingest read is processed
+ * and joined once into a chunk: every viewer then gets that same Buffer, one write
+ * per viewer per read, whatever the number of blocks in it.
+ */
+export class Hub implements NormalizedStream {
+  readonly options: HubOptions;
+  private current: InitSegment | null = null;
+  private gop: MediaChunk[] = [];
+  private batch: Buffer[] = [];
+  private batchKeyframe = false;
+  private readonly viewers = new Set<Viewer>();
+  private producerLive = false;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private readonly stallTimer: NodeJS.Timeout;
+  private readonly rate = new RateMeter();
+  private readonly taps = new Set<(data: Buffer, keyframe: boolean) => void>();
+  private readonly counters = { clusters: 0, keyframeClusters: 0, bytesOut: 0, joins: 0, rejected: 0, skips: 0, stallDisconnects: 0, initSegments: 0 };
+
+  constructor(options: Partial<HubOptions> = {}) {
+    this.options = { ...DEFAULT_HUB_OPTIONS, ...options };
+    this.stallTimer = setInterval(() => this.checkStalls(), Math.min(1000, this.options.stallTimeoutMs / 4));
+    this.stallTimer.unref();
+  }
+
+  get initSegment(): InitSegment | null {
+    return this.current;
+  }
+
+  get live(): boolean {
+    return this.producerLive && this.current !== null;
+  }
+
+  // --- the normalized stream comes in -------------------------------------------
+
+  init(init: InitSegment): void {
+    this.flush();
+    this.current = init;
+    this.gop = [];
+    this.counters.initSegments++;
+    for (const viewer of this.viewers) {
+      if (!viewer.hasInit) continue;
+      if (viewer.transport.sendInit(init, true)) viewer.state = ViewerState.AwaitKeyframe;
+      else this.remove(viewer, 'the stream changed tracks');
+    }
+  }
+
+  cluster(bytes: Buffer, _timecode: number, keyframe: boolean): void {
+    this.counters.clusters++;
+    if (keyframe) {
+      this.counters.keyframeClusters++;
+      this.flush();
+      this.batchKeyframe = true;
+    }
+    this.batch.push(bytes);
+  }
+
+  block(parts: Buffer[]): void {
+    for (const part of parts) this.batch.push(part);
+  }
+
+  /** Sends what has gathered since the last flush: call after each ingest read. */
+  flush(): void {
+    if (this.batch.length === 0) return;
+    const chunk: MediaChunk = { data: Buffer.concat(this.batch), keyframe: this.batchKeyframe };
+    this.batch = [];
+    this.batchKeyframe = false;
+    if (chunk.keyframe) this.gop = [];
+    // Before the first keyframe there is nothing a viewer could start with.
+    if (chunk.keyframe || this.gop.length > 0) this.gop.push(chunk);
+    this.rate.add(chunk.data.length);
+    for (const tap of this.taps) tap(chunk.data, chunk.keyframe);
+    for (const viewer of this.viewers) this.deliver(viewer, chunk);
+  }
+
+  producerStarted(): void {
+    this.producerLive = true;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+  }
+
+  /** The producer is gone: keep viewers for the grace period, then let them go. */
+  producerEnded(): void {
+    this.flush();
+    this.producerLive = false;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = null;
+      this.current = null;
+      this.gop = [];
+      for (const viewer of this.viewers) this.remove(viewer, 'no producer');
+    }, this.options.producerGraceMs);
+    this.graceTimer.unref();
+  }
+
+  // --- viewers ------------------------------------------------------------------
+
+  /** Whether one more viewer may join. */
+  get full(): boolean {
+    return this.viewers.size >= this.options.maxViewers;
+  }
+
+  /** Adds a viewer, or returns null (and counts a rejection) when the hub is full. */
+  add(transport: ViewerTransport): Viewer | null {
+    if (this.full) {
+      this.counters.rejected++;
+      return null;
+    }
+    const now = Date.now();
+    const viewer: Viewer = { transport, since: now, state: ViewerState.AwaitKeyframe, hasInit: false, sentBytes: 0, lastProgress: now, lastPending: 0 };
+    this.viewers.add(viewer);
+    this.counters.joins++;
+    if (this.current) {
+      viewer.hasInit = transport.sendInit(this.current, false);
+      if (this.options.join === 'latest-keyframe' && this.gop.length > 0) {
+        viewer.state = ViewerState.Live;
+        for (const chunk of this.gop) this.send(viewer, chunk.data);
+      }
+    }
+    return viewer;
+  }
+
+  remove(viewer: Viewer, reason?: string): void {
+    if (!this.viewers.delete(viewer)) return;
+    if (reason) viewer.transport.close(reason);
+  }
+
+  /** Receives every chunk sent to live viewers (for tests and recording). */
+  tap(listener: (data: Buffer, keyframe: boolean) => void): () => void {
+    this.taps.add(listener);
+    return () => this.taps.delete(listener);
+  }
+
+  private deliver(viewer: Viewer, chunk: MediaChunk): void {
+    const pending = viewer.transport.pendingBytes;
+    if (viewer.state === ViewerState.AwaitKeyframe) {
+      if (!chunk.keyframe || pending > this.options.maxQueueBytes / 2) return;
+      if (!viewer.hasInit) viewer.hasInit = viewer.transport.sendInit(this.current!, false);
+      viewer.state = ViewerState.Live;
+    } else if (pending > this.options.maxQueueBytes) {
+      viewer.state = ViewerState.AwaitKeyframe;
+      this.counters.skips++;
+      return;
+    }
+    this.send(viewer, chunk.data);
+  }
+
+  private send(viewer: Viewer, data: Buffer): void {
+    viewer.sentBytes += data.length;
+    this.counters.bytesOut += data.length;
+    viewer.transport.send(data);
+  }
+
+  private checkStalls(): void {
+    const now = Date.now();
+    for (const viewer of this.viewers) {
+      const pending = viewer.transport.pendingBytes;
+      if (pending === 0 || pending < viewer.lastPending) viewer.lastProgress = now;
+      viewer.lastPending = pending;
+      if (now - viewer.lastProgress > this.options.stallTimeoutMs) {
+        this.counters.stallDisconnects++;
+        this.remove(viewer, `stalled: took nothing for ${this.options.stallTimeoutMs} ms`);
+      }
+    }
+  }
+
+  stats(): HubStats {
+    const byTransport = { http: 0, ws: 0 };
+    for (const viewer of this.viewers) byTransport[viewer.transport.kind]++;
+    return {
+      viewers: this.viewers.size,
+      viewersByTransport: byTransport,
+      live: this.live,
+      bitrate: Math.round(this.rate.perSecond() * 8),
+      ...this.counters,
+    };
+  }
+
+  close(reason: string): void {
+    clearInterval(this.stallTimer);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    for (const viewer of this.viewers) this.remove(viewer, reason);
+  }
+}
+
+/** Bytes per second over a sliding window of whole seconds. */
+class RateMeter {
+  private readonly buckets = new Float64Array(5);
+  private second = 0;
+
+  add(bytes: number): void {
+    this.advance();
+    this.buckets[this.second % this.buckets.length] += bytes;
+  }
+
+  perSecond(): number {
+    this.advance();
+    let sum = 0;
+    // Leave out the second still filling.
+    for (let i = 1; i < this.buckets.length; i++) sum += this.buckets[(this.second - i + this.buckets.length) % this.buckets.length];
+    return sum / (this.buckets.length - 1);
+  }
+
+  private advance(): void {
+    const now = Math.floor(Date.now() / 1000);
+    if (this.second === 0) this.second = now;
+    if (now - this.second >= this.buckets.length) this.buckets.fill(0);
+    else for (let s = this.second + 1; s <= now; s++) this.buckets[s % this.buckets.length] = 0;
+    this.second = now;
+  }
+}

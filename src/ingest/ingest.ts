@@ -1,0 +1,153 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Hub } from '../hub/hub.js';
+import { logger } from '../log.js';
+import type { Normalizer } from '../normalizer/normalizer.js';
+import type { SplitterLimits } from '../webm/splitter.js';
+import { ProducerSession } from './pipeline.js';
+
+const log = logger('ingest');
+
+export interface IngestStats {
+  state: 'waiting' | 'receiving';
+  producer: string | null;
+  producers: number;
+  refused: number;
+  rejected: number;
+  bytesIn: number;
+}
+
+/**
+ * Where producers connect. Exactly one producer feeds the stream at a time; a second
+ * one is refused while the first is connected.
+ */
+export class Ingest {
+  private session: ProducerSession | null = null;
+  private servers: net.Server[] = [];
+  private sockets = new Set<net.Socket>();
+  private pull: { request: http.ClientRequest | null; timer: NodeJS.Timeout | null; stopped: boolean } | null = null;
+  private readonly counts = { producers: 0, refused: 0, rejected: 0, bytesIn: 0 };
+
+  constructor(
+    private readonly normalizer: Normalizer,
+    private readonly hub: Hub,
+    private readonly limits: Partial<SplitterLimits>,
+  ) {}
+
+  get busy(): boolean {
+    return this.session !== null;
+  }
+
+  stats(): IngestStats {
+    return {
+      state: this.session ? 'receiving' : 'waiting',
+      producer: this.session?.label ?? null,
+      ...this.counts,
+      bytesIn: this.counts.bytesIn + (this.session?.bytesIn ?? 0),
+    };
+  }
+
+  /**
+   * Takes a producer's byte stream unless another is active. `disconnect` is called
+   * when its data is rejected. Returns false when refused.
+   */
+  attach(stream: Readable, label: string, disconnect: () => void): boolean {
+    if (this.session) {
+      this.counts.refused++;
+      log.warn(`${label}: refused: ${this.session.label} is already producing`);
+      return false;
+    }
+    const session = new ProducerSession(label, this.normalizer, this.hub, this.limits, () => {
+      this.counts.rejected++;
+      disconnect();
+    });
+    this.session = session;
+    this.counts.producers++;
+    log.info(`${label}: producer connected`);
+    stream.on('data', (chunk: Buffer) => session.write(chunk));
+    let finished = false;
+    const finish = (why: string) => {
+      if (finished) return;
+      finished = true;
+      session.end();
+      this.counts.bytesIn += session.bytesIn;
+      if (this.session === session) this.session = null;
+      log.info(`${label}: producer ${why} after ${session.bytesIn} bytes`);
+    };
+    stream.once('end', () => finish('ended'));
+    stream.once('close', () => finish('disconnected'));
+    stream.once('error', (error) => finish(`failed (${error.message})`));
+    return true;
+  }
+
+  /** Listens for producers on a TCP port. Resolves with the bound port. */
+  async listenTcp(host: string, port: number): Promise<number> {
+    const server = net.createServer((socket) => {
+      const label = `tcp ${socket.remoteAddress}:${socket.remotePort}`;
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      socket.on('error', () => {}); // reported through 'close'; a reset producer is not a relay error
+      if (!this.attach(socket, label, () => socket.destroy())) socket.destroy();
+    });
+    server.maxConnections = 4; // one producer, plus room to refuse others with a log line
+    this.servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const bound = (server.address() as net.AddressInfo).port;
+    log.info(`listening for a producer on tcp://${host}:${bound}`);
+    return bound;
+  }
+
+  /** Reads the stream from standard input. */
+  readStdin(onEnd: () => void): void {
+    process.stdin.once('end', onEnd);
+    this.attach(process.stdin, 'stdin', () => process.stdin.destroy());
+  }
+
+  /** Edge mode: pulls an upstream relay's /live.webm, reconnecting with backoff when it drops. */
+  pullHttp(url: string): void {
+    const pull = { request: null as http.ClientRequest | null, timer: null as NodeJS.Timeout | null, stopped: false };
+    this.pull = pull;
+    let backoff = 500;
+    const retry = (why: string) => {
+      if (pull.stopped || pull.timer) return;
+      log.warn(`upstream ${url}: ${why}; reconnecting in ${backoff} ms`);
+      pull.timer = setTimeout(() => {
+        pull.timer = null;
+        connect();
+      }, backoff);
+      backoff = Math.min(backoff * 2, 10_000);
+    };
+    const connect = () => {
+      const request = http.get(url, { headers: { 'user-agent': 'webm-relay edge' } }, (response) => {
+        if (response.statusCode !== 200) {
+          response.resume();
+          return retry(`HTTP ${response.statusCode}`);
+        }
+        const startedAt = Date.now();
+        const ok = this.attach(response, `upstream ${url}`, () => request.destroy());
+        if (!ok) return request.destroy();
+        response.once('close', () => {
+          if (Date.now() - startedAt > 5000) backoff = 500;
+          retry('stream ended');
+        });
+      });
+      request.on('error', (error) => retry(error.message));
+      pull.request = request;
+    };
+    connect();
+  }
+
+  async close(): Promise<void> {
+    if (this.pull) {
+      this.pull.stopped = true;
+      if (this.pull.timer) clearTimeout(this.pull.timer);
+      this.pull.request?.destroy();
+    }
+    for (const socket of this.sockets) socket.destroy();
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+}

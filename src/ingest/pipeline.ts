@@ -1,0 +1,68 @@
+import type { Hub } from '../hub/hub.js';
+import { logger } from '../log.js';
+import type { Normalizer } from '../normalizer/normalizer.js';
+import { WebmSplitter, type SplitterError, type SplitterLimits } from '../webm/splitter.js';
+
+const log = logger('ingest');
+
+/**
+ * One producer's byte stream on its way to the viewers: splitter, then the shared
+ * normalizer and hub. Each producer gets a fresh splitter (its stream starts with
+ * its own header); the normalizer carries timestamps across producers.
+ */
+export class ProducerSession {
+  private readonly splitter: WebmSplitter;
+  bytesIn = 0;
+  /** Set when the producer sent something that is not a valid live WebM stream. */
+  failure: SplitterError | null = null;
+
+  constructor(
+    readonly label: string,
+    private readonly normalizer: Normalizer,
+    private readonly hub: Hub,
+    limits: Partial<SplitterLimits>,
+    /** Called once when the producer's data is rejected: the caller should disconnect it. */
+    private readonly onBadData: (error: SplitterError) => void,
+  ) {
+    this.splitter = new WebmSplitter(
+      {
+        header: (header) => {
+          log.info(`${label}: stream ${header.info.mimeType}, ${describeTracks(header.info.tracks)}`);
+          this.normalizer.header(header);
+          this.hub.producerStarted();
+        },
+        cluster: () => {},
+        block: (block) => this.normalizer.block(block),
+        end: () => {},
+        error: (error) => {
+          this.failure = error;
+          if (error.code !== 'TRUNCATED') {
+            log.warn(`${label}: rejected: ${error.message} [${error.code}]`);
+            this.onBadData(error);
+          }
+        },
+      },
+      limits,
+    );
+  }
+
+  write(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
+    this.splitter.feed(chunk);
+    this.hub.flush();
+  }
+
+  /** The producer has gone: let held blocks out and tell the hub. */
+  end(): void {
+    this.splitter.end();
+    if (this.failure?.code === 'TRUNCATED') log.warn(`${this.label}: ended mid-stream: ${this.failure.message}`);
+    this.normalizer.flush();
+    this.hub.producerEnded();
+  }
+}
+
+function describeTracks(tracks: { kind: string; codecId: string; width?: number; height?: number; sampleRate?: number }[]): string {
+  return tracks
+    .map((t) => (t.kind === 'video' ? `${t.codecId} ${t.width}x${t.height}` : t.kind === 'audio' ? `${t.codecId} ${t.sampleRate} Hz` : t.codecId))
+    .join(', ');
+}

@@ -1,0 +1,65 @@
+import { forEachChild, type StreamInfo } from '../webm/header.js';
+import { ID } from '../webm/ids.js';
+import { vintLength } from '../webm/vint.js';
+import type { WebmHeader } from '../webm/splitter.js';
+
+/** Segment with an unknown size: the stream has no end a viewer could know of. */
+const LIVE_SEGMENT_START = Buffer.from([0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+
+export interface InitSegment {
+  /** EBML header, live Segment start, Info and Tracks: what every viewer gets first. */
+  bytes: Buffer;
+  info: StreamInfo;
+}
+
+/**
+ * The canonical init segment for a producer's header. SeekHead and Cues point at file
+ * offsets that mean nothing in a relayed stream, Void is padding, and a Duration
+ * would tell a `<video>` the live stream ends: all are dropped.
+ */
+export function buildInitSegment(header: WebmHeader): InitSegment {
+  const parts: Buffer[] = [header.ebml, LIVE_SEGMENT_START];
+  for (const { id, bytes } of header.sections) {
+    if (id === ID.Info) parts.push(withoutChild(bytes, ID.Duration));
+    else if (id === ID.Tracks) parts.push(bytes);
+  }
+  return { bytes: Buffer.concat(parts), info: header.info };
+}
+
+/** A copy of a master element without its children of one ID. */
+function withoutChild(element: Buffer, dropId: number): Buffer {
+  const idLength = vintLength(element[0]);
+  const dataStart = idLength + vintLength(element[idLength]);
+  const kept: Buffer[] = [];
+  forEachChild(element, dataStart, element.length, (id, _s, end, start) => {
+    if (id !== dropId) kept.push(element.subarray(start, end));
+  });
+  const body = Buffer.concat(kept);
+  return Buffer.concat([element.subarray(0, idLength), encodeLength(body.length), body]);
+}
+
+/** An 8-byte size field, so rebuilding never changes with the body's length class. */
+function encodeLength(length: number): Buffer {
+  const out = Buffer.alloc(8);
+  out[0] = 0x01;
+  out.writeUIntBE(length, 2, 6);
+  return out;
+}
+
+/** Two init segments describe the same tracks, so a viewer can go on without a new one. */
+export function sameTracks(a: StreamInfo, b: StreamInfo): boolean {
+  if (a.timecodeScale !== b.timecodeScale || a.tracks.length !== b.tracks.length) return false;
+  return a.tracks.every((t, i) => {
+    const u = b.tracks[i];
+    return (
+      t.number === u.number &&
+      t.kind === u.kind &&
+      t.codecId === u.codecId &&
+      t.width === u.width &&
+      t.height === u.height &&
+      t.sampleRate === u.sampleRate &&
+      t.channels === u.channels &&
+      (t.codecPrivate ?? Buffer.alloc(0)).equals(u.codecPrivate ?? Buffer.alloc(0))
+    );
+  });
+}

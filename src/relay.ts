@@ -1,0 +1,135 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
+import type { WebSocketServer } from 'ws';
+import type { Config } from './config.js';
+import { Hub, type HubStats } from './hub/hub.js';
+import { Ingest, type IngestStats } from './ingest/ingest.js';
+import { logger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { Normalizer, type NormalizerStats } from './normalizer/normalizer.js';
+import { createServer } from './server/server.js';
+import { encoderArgs } from './source/pipeline.js';
+import { Supervisor } from './source/supervisor.js';
+
+const log = logger('relay');
+
+export const PACKAGE_PUBLIC_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../public');
+
+export interface RelayStats extends HubStats {
+  uptimeSeconds: number;
+  mimeType: string | null;
+  ingest: IngestStats;
+  normalizer: NormalizerStats;
+  encoder: { pid: number | null; restarts: number } | null;
+  encoderRestarts: number;
+}
+
+/** The whole relay: source, ingest, normalizer, hub and server, started and stopped together. */
+export class Relay {
+  readonly hub: Hub;
+  readonly normalizer: Normalizer;
+  readonly ingest: Ingest;
+  encoder: Supervisor | null = null;
+  private http: Server | null = null;
+  private wss: WebSocketServer | null = null;
+  private readonly metrics: Registry;
+  private readonly startedAt = Date.now();
+  /** Resolves with a message when the relay cannot go on (e.g. GStreamer missing). */
+  readonly fatal: Promise<string>;
+  private reportFatal!: (message: string) => void;
+
+  constructor(readonly config: Config) {
+    this.hub = new Hub({
+      join: config.join,
+      maxViewers: config.maxViewers,
+      maxQueueBytes: config.maxQueueBytes,
+      stallTimeoutMs: config.stallTimeoutMs,
+      producerGraceMs: config.producerGraceMs,
+    });
+    this.normalizer = new Normalizer(this.hub);
+    this.ingest = new Ingest(this.normalizer, this.hub, {
+      maxHeaderSize: config.maxHeaderBytes,
+      maxElementSize: config.maxElementBytes,
+    });
+    this.metrics = createMetrics(() => this.stats());
+    this.fatal = new Promise((resolve) => (this.reportFatal = resolve));
+  }
+
+  stats(): RelayStats {
+    const hub = this.hub.stats();
+    const restarts = this.encoder?.restarts ?? 0;
+    return {
+      ...hub,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      mimeType: this.hub.initSegment?.info.mimeType ?? null,
+      ingest: this.ingest.stats(),
+      normalizer: { ...this.normalizer.stats },
+      encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
+      encoderRestarts: restarts,
+    };
+  }
+
+  /** Starts serving viewers and taking the stream. Resolves with the bound HTTP port. */
+  async start(): Promise<number> {
+    const config = this.config;
+    const { server, wss } = createServer(this.hub, {
+      publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
+      wsMaxPayloadBytes: config.wsMaxPayloadBytes,
+      stats: () => ({ ...this.stats() }),
+      metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
+    });
+    this.http = server;
+    this.wss = wss;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    const port = (server.address() as { port: number }).port;
+    log.info(`serving http://${config.host}:${port}/ (player), /live.webm, WebSocket /live`);
+
+    const ingest = config.ingest;
+    switch (ingest.kind) {
+      case 'encoder': {
+        // The encoder connects to a port of our own that only this machine can reach.
+        const ingestPort = await this.ingest.listenTcp('127.0.0.1', 0);
+        const args = encoderArgs(config, ingestPort);
+        log.info(`encoder: ${config.gstLaunch} ${args.join(' ')}`);
+        this.encoder = new Supervisor({ command: config.gstLaunch, args });
+        this.encoder.on('fatal', (message: string) => this.reportFatal(message));
+        this.encoder.start();
+        break;
+      }
+      case 'tcp':
+        if (!isLoopback(ingest.host)) log.warn(`ingest listens on ${ingest.host}: any host that reaches it can publish`);
+        await this.ingest.listenTcp(ingest.host, ingest.port);
+        break;
+      case 'stdin':
+        this.ingest.readStdin(() => log.info('standard input ended'));
+        break;
+      case 'http':
+        this.ingest.pullHttp(ingest.url);
+        break;
+    }
+    return port;
+  }
+
+  /** Stops taking new viewers, closes the current ones, stops the encoder. */
+  async stop(): Promise<void> {
+    const closing: Promise<unknown>[] = [];
+    if (this.http) {
+      const server = this.http;
+      closing.push(new Promise((resolve) => server.close(resolve)));
+    }
+    this.hub.close('relay shutting down');
+    for (const client of this.wss?.clients ?? []) client.terminate();
+    this.http?.closeAllConnections();
+    closing.push(this.encoder?.stop() ?? Promise.resolve(), this.ingest.close());
+    await Promise.all(closing);
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}

@@ -1,0 +1,103 @@
+import express, { type Request, type Response } from 'express';
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import { WebSocketServer } from 'ws';
+import type { Hub } from '../hub/hub.js';
+import { logger } from '../log.js';
+import { HttpTransport, WebSocketTransport } from './transports.js';
+
+const log = logger('server');
+
+export interface ServerOptions {
+  publicDir: string;
+  wsMaxPayloadBytes: number;
+  /** JSON for /api/stats. */
+  stats: () => Record<string, unknown>;
+  /** Prometheus text for /metrics. */
+  metrics: () => Promise<{ contentType: string; body: string }>;
+}
+
+/** Messages a player may send; anything else is counted and ignored. */
+const CLIENT_MESSAGES = new Set(['ping']);
+
+export function createServer(hub: Hub, options: ServerOptions): { server: http.Server; wss: WebSocketServer } {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/live.webm', (req: Request, res: Response) => {
+    res.status(200).set({
+      'Content-Type': 'video/webm',
+      'Cache-Control': 'no-store',
+      'Accept-Ranges': 'none',
+      'X-Content-Type-Options': 'nosniff',
+    });
+    if (req.method === 'HEAD') {
+      if (hub.full) res.status(503);
+      res.end();
+      return;
+    }
+    // A Range request (browsers send `bytes=0-`) gets the live stream from its start, as 200.
+    res.socket?.setNoDelay(true);
+    const viewer = hub.add(new HttpTransport(res));
+    if (!viewer) {
+      res.status(503).set('Retry-After', '10').type('text/plain').send('too many viewers\n');
+      return;
+    }
+    res.flushHeaders();
+    res.once('close', () => hub.remove(viewer));
+  });
+
+  app.get('/healthz', (_req, res) => {
+    const live = hub.live;
+    res.status(live ? 200 : 503).type('text/plain').send(live ? 'live\n' : 'no stream\n');
+  });
+  app.get('/api/stats', (_req, res) => {
+    res.set('Cache-Control', 'no-store').json(options.stats());
+  });
+  app.get('/metrics', async (_req, res) => {
+    const { contentType, body } = await options.metrics();
+    res.type(contentType).send(body);
+  });
+  app.use(express.static(options.publicDir, { index: 'index.html', dotfiles: 'ignore', fallthrough: true }));
+  app.use((_req, res) => {
+    res.status(404).type('text/plain').send('not found\n');
+  });
+
+  const server = http.createServer(app);
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 0; // /live.webm responses last as long as the viewer watches
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.wsMaxPayloadBytes });
+  server.on('upgrade', (req, socket: Socket, head) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/live') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('error', (error) => log.debug(`websocket: ${error.message}`));
+      const viewer = hub.add(new WebSocketTransport(ws));
+      if (!viewer) {
+        ws.close(1013, 'too many viewers');
+        return;
+      }
+      ws.on('message', (data, isBinary) => {
+        const text = isBinary ? '' : data.toString();
+        let type: unknown;
+        try {
+          type = (JSON.parse(text) as { type?: unknown }).type;
+        } catch {
+          type = undefined;
+        }
+        if (typeof type === 'string' && CLIENT_MESSAGES.has(type)) {
+          ws.send(JSON.stringify({ type: 'pong', viewers: hub.stats().viewers }));
+        } else {
+          log.debug('websocket: ignored an unexpected message');
+        }
+      });
+      ws.once('close', () => hub.remove(viewer));
+    });
+  });
+  return { server, wss };
+}
