@@ -37,6 +37,8 @@ export interface Config {
   maxHeaderBytes: number;
   maxElementBytes: number;
   wsMaxPayloadBytes: number;
+  /** Enables `PUT /ingest` for producers that present it as a Bearer token. */
+  ingestToken: string | null;
   publicDir: string;
 }
 
@@ -72,6 +74,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-header-size', value: 'BYTES', default: '1M', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', help: 'largest message accepted from a WebSocket client' },
+  { name: 'ingest-token', value: 'SECRET', default: '', help: 'accept a producer from any host on PUT /ingest with "Authorization: Bearer SECRET" (at least 16 characters)' },
   { name: 'public-dir', value: 'DIR', default: '', help: 'directory of the player page (default: the package\'s public/)' },
 ];
 
@@ -150,6 +153,10 @@ export function sourceTokens(name: string, text: string): string[] {
   return tokens;
 }
 
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 function parseIngest(text: string): IngestSource {
   if (text === 'encoder') return { kind: 'encoder' };
   if (text === '-') return { kind: 'stdin' };
@@ -212,8 +219,18 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxHeaderBytes: bytes('max-header-size', get('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes('max-element-size', get('max-element-size'), 64 << 10, 256 << 20),
     wsMaxPayloadBytes: bytes('ws-max-payload', get('ws-max-payload'), 64, 1 << 20),
+    ingestToken: get('ingest-token') || null,
     publicDir: get('public-dir'),
   };
+  if (config.ingestToken !== null && config.ingestToken.length < 16) {
+    throw new ConfigError('--ingest-token must be at least 16 characters long');
+  }
+  if (config.ingest.kind === 'tcp' && !isLoopback(config.ingest.host)) {
+    throw new ConfigError(
+      `--ingest ${get('ingest')}: a raw TCP ingest has no way to check who publishes, so it listens on loopback only; ` +
+        'to take a producer from another host use --ingest-token and PUT /ingest',
+    );
+  }
   // Validate the source descriptions now, so a typo is an error at start-up.
   sourceTokens('video-source', config.videoSource);
   if (config.audioSource) sourceTokens('audio-source', config.audioSource);

@@ -77,6 +77,8 @@ export class Relay {
     const { server, wss } = createServer(this.hub, {
       publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
       wsMaxPayloadBytes: config.wsMaxPayloadBytes,
+      ingestToken: config.ingestToken,
+      ingest: this.ingest,
       stats: () => ({ ...this.stats() }),
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
     });
@@ -98,11 +100,11 @@ export class Relay {
         log.info(`encoder: ${config.gstLaunch} ${args.join(' ')}`);
         this.encoder = new Supervisor({ command: config.gstLaunch, args });
         this.encoder.on('fatal', (message: string) => this.reportFatal(message));
+        this.ingest.onStream = () => this.encoder?.markDelivered();
         this.encoder.start();
         break;
       }
       case 'tcp':
-        if (!isLoopback(ingest.host)) log.warn(`ingest listens on ${ingest.host}: any host that reaches it can publish`);
         await this.ingest.listenTcp(ingest.host, ingest.port);
         break;
       case 'stdin':
@@ -128,8 +130,4 @@ export class Relay {
     closing.push(this.encoder?.stop() ?? Promise.resolve(), this.ingest.close());
     await Promise.all(closing);
   }
-}
-
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

@@ -28,6 +28,8 @@ export class Ingest {
   private sockets = new Set<net.Socket>();
   private pull: { request: http.ClientRequest | null; timer: NodeJS.Timeout | null; stopped: boolean } | null = null;
   private readonly counts = { producers: 0, refused: 0, rejected: 0, bytesIn: 0 };
+  /** Called when the current producer's stream header arrives. */
+  onStream: (label: string) => void = () => {};
 
   constructor(
     private readonly normalizer: Normalizer,
@@ -58,10 +60,17 @@ export class Ingest {
       log.warn(`${label}: refused: ${this.session.label} is already producing`);
       return false;
     }
-    const session = new ProducerSession(label, this.normalizer, this.hub, this.limits, () => {
-      this.counts.rejected++;
-      disconnect();
-    });
+    const session = new ProducerSession(
+      label,
+      this.normalizer,
+      this.hub,
+      this.limits,
+      () => {
+        this.counts.rejected++;
+        disconnect();
+      },
+      () => this.onStream(label),
+    );
     this.session = session;
     this.counts.producers++;
     log.info(`${label}: producer connected`);

@@ -23,6 +23,8 @@ export class ProducerSession {
     limits: Partial<SplitterLimits>,
     /** Called once when the producer's data is rejected: the caller should disconnect it. */
     private readonly onBadData: (error: SplitterError) => void,
+    /** Called for each stream header the producer sends. */
+    onStream: () => void,
   ) {
     this.splitter = new WebmSplitter(
       {
@@ -30,6 +32,7 @@ export class ProducerSession {
           log.info(`${label}: stream ${header.info.mimeType}, ${describeTracks(header.info.tracks)}`);
           this.normalizer.header(header);
           this.hub.producerStarted();
+          onStream();
         },
         cluster: () => {},
         block: (block) => this.normalizer.block(block),

@@ -1,8 +1,10 @@
 import express, { type Request, type Response } from 'express';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import type { Hub } from '../hub/hub.js';
+import type { Ingest } from '../ingest/ingest.js';
 import { logger } from '../log.js';
 import { HttpTransport, WebSocketTransport } from './transports.js';
 
@@ -11,6 +13,9 @@ const log = logger('server');
 export interface ServerOptions {
   publicDir: string;
   wsMaxPayloadBytes: number;
+  /** When set, producers may publish with `PUT /ingest` and this Bearer token. */
+  ingestToken: string | null;
+  ingest: Ingest;
   /** JSON for /api/stats. */
   stats: () => Record<string, unknown>;
   /** Prometheus text for /metrics. */
@@ -19,6 +24,13 @@ export interface ServerOptions {
 
 /** Messages a player may send; anything else is counted and ignored. */
 const CLIENT_MESSAGES = new Set(['ping']);
+
+/** Compares a presented Bearer token with the secret without leaking, through timing, how much matched. */
+function bearerMatches(header: string | undefined, secret: string): boolean {
+  const presented = /^Bearer\s+(\S+)$/i.exec(header ?? '')?.[1] ?? '';
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(presented), digest(secret));
+}
 
 export function createServer(hub: Hub, options: ServerOptions): { server: http.Server; wss: WebSocketServer } {
   const app = express();
@@ -46,6 +58,32 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
     }
     res.flushHeaders();
     res.once('close', () => hub.remove(viewer));
+  });
+
+  app.put('/ingest', (req: Request, res: Response) => {
+    if (!options.ingestToken) {
+      res.status(404).type('text/plain').send('publishing over HTTP is off (start the relay with --ingest-token)\n');
+      return;
+    }
+    if (!bearerMatches(req.headers.authorization, options.ingestToken)) {
+      log.warn(`PUT /ingest from ${req.socket.remoteAddress}: refused, wrong or missing token`);
+      res.status(401).set('WWW-Authenticate', 'Bearer').type('text/plain').send('wrong or missing token\n');
+      return;
+    }
+    const label = `http ${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    let rejected = false;
+    const accepted = options.ingest.attach(req, label, () => {
+      rejected = true;
+      res.status(400).set('Connection', 'close').type('text/plain').send('not a live WebM stream (see the relay log)\n');
+      res.once('finish', () => req.destroy());
+    });
+    if (!accepted) {
+      res.status(409).set('Connection', 'close').type('text/plain').send('another producer is publishing\n');
+      return;
+    }
+    req.once('end', () => {
+      if (!rejected) res.status(204).end();
+    });
   });
 
   app.get('/healthz', (_req, res) => {

@@ -11,21 +11,19 @@ export interface SupervisorOptions {
   /** First restart delay; doubles while the pipeline keeps dying young. */
   minBackoffMs: number;
   maxBackoffMs: number;
-  /** A pipeline that ran this long is healthy: the next restart starts at minBackoffMs again. */
-  healthyAfterMs: number;
   stderrLines: number;
 }
 
 export const DEFAULT_SUPERVISOR_OPTIONS: Omit<SupervisorOptions, 'command' | 'args'> = {
   minBackoffMs: 250,
   maxBackoffMs: 8000,
-  healthyAfterMs: 10_000,
   stderrLines: 20,
 };
 
 /**
- * Keeps exactly one encoder process running: logs its stderr, restarts it with
- * growing backoff when it dies, and stops for good on an error a restart cannot fix
+ * Keeps exactly one encoder process running: logs its stderr, restarts it when it
+ * dies (at once if it had delivered a stream, else with a delay that doubles each
+ * time it dies again without one), and stops for good on an error a restart cannot fix
  * (missing program or element). Events: 'spawn' (pid), 'exit' (description),
  * 'fatal' (message).
  */
@@ -36,6 +34,8 @@ export class Supervisor extends EventEmitter {
   private backoff: number;
   private restartTimer: NodeJS.Timeout | null = null;
   private recentStderr: string[] = [];
+  /** The running encoder has delivered a stream: if it dies now, restart at once. */
+  private delivered = false;
   restarts = 0;
 
   constructor(options: Pick<SupervisorOptions, 'command' | 'args'> & Partial<SupervisorOptions>) {
@@ -48,6 +48,12 @@ export class Supervisor extends EventEmitter {
     return this.child?.pid;
   }
 
+  /** Called when the running encoder's stream reached the relay. */
+  markDelivered(): void {
+    this.delivered = true;
+    this.backoff = this.options.minBackoffMs;
+  }
+
   start(): void {
     this.stopping = false;
     this.launch();
@@ -58,6 +64,7 @@ export class Supervisor extends EventEmitter {
     const { command, args } = this.options;
     const startedAt = Date.now();
     this.recentStderr = [];
+    this.delivered = false;
     const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     let spawnFailed = false;
@@ -90,12 +97,11 @@ export class Supervisor extends EventEmitter {
       if (this.stopping) return;
       const fatal = diagnoseFatal(this.recentStderr.join('\n'));
       if (fatal) return this.fatal(fatal);
-      if (ranMs >= this.options.healthyAfterMs) this.backoff = this.options.minBackoffMs;
       const tail = this.recentStderr.slice(-5).join(' | ');
       log.warn(`${command} ${how} after ${(ranMs / 1000).toFixed(1)} s; restarting in ${this.backoff} ms${tail ? `; last stderr: ${tail}` : ''}`);
       this.restarts++;
       this.restartTimer = setTimeout(() => this.launch(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs);
+      if (!this.delivered) this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs);
     });
   }
 
