@@ -64,6 +64,9 @@ export class Normalizer {
   private latestByTrack = new Map<number, number>();
 
   private lastTime = -1;
+  private lastVideoTime = -1;
+  /** Latest spacing of video frames: a restarted producer continues one frame after the last. */
+  private frameTicks = 0;
   private clusterTime = -1;
   /** Set when a stream (re)starts: nothing goes out before the next video keyframe. */
   private waitForKeyframe = true;
@@ -99,8 +102,9 @@ export class Normalizer {
   block(block: WebmBlock): void {
     if (!this.current) return;
     if (this.needOffset) {
-      // Continue where the previous producer stopped, one tick later.
-      this.offset = this.lastTime < 0 ? 0 : this.lastTime + 1 - block.timecode;
+      // Continue where the previous producer stopped, one frame later.
+      const step = Math.max(1, Math.round(this.frameTicks || 20 * this.ticksPerMs));
+      this.offset = this.lastTime < 0 ? 0 : this.lastTime + step - block.timecode;
       this.needOffset = false;
     }
     const time = block.timecode + this.offset;
@@ -149,6 +153,10 @@ export class Normalizer {
       this.startCluster(time, false);
     }
     this.lastTime = time;
+    if (isVideo) {
+      if (time > this.lastVideoTime && this.lastVideoTime >= 0) this.frameTicks = time - this.lastVideoTime;
+      this.lastVideoTime = time;
+    }
     this.stats.blocks++;
     this.out.block(rewriteTimecode(block, time - this.clusterTime), block.track, time);
   }
