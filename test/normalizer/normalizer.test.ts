@@ -1,0 +1,169 @@
+import { spawnSync } from 'node:child_process';
+import { expect } from 'chai';
+import { joinParts } from '../../src/webm/chunk-queue.js';
+import { WebmSplitter, type WebmBlock, type WebmHeader } from '../../src/webm/splitter.js';
+import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
+import type { InitSegment } from '../../src/normalizer/init-segment.js';
+import { ffmpegErrors } from '../helpers/relay.js';
+import { recordEncoder } from '../helpers/record.js';
+
+interface Parsed {
+  headers: WebmHeader[];
+  clusters: { timecode: number; blocks: WebmBlock[] }[];
+  blocks: WebmBlock[];
+}
+
+/** Everything a splitter reports for a whole stream, with block parts joined. */
+function parse(bytes: Buffer): Parsed {
+  const parsed: Parsed = { headers: [], clusters: [], blocks: [] };
+  const splitter = new WebmSplitter({
+    header: (h) => parsed.headers.push(h),
+    cluster: (c) => parsed.clusters.push({ timecode: c.timecode, blocks: [] }),
+    block: (b) => {
+      const block = { ...b, parts: [joinParts(b.parts)] };
+      parsed.blocks.push(block);
+      parsed.clusters[parsed.clusters.length - 1].blocks.push(block);
+    },
+    end: () => {},
+    error: (e) => {
+      throw e;
+    },
+  });
+  splitter.feed(bytes);
+  splitter.end();
+  return parsed;
+}
+
+/** Runs producers' streams, one after another, through splitter and normalizer; returns the output bytes. */
+function normalize(...producers: Buffer[]): { output: Buffer; inits: InitSegment[]; normalizer: Normalizer } {
+  const out: Buffer[] = [];
+  const inits: InitSegment[] = [];
+  const sink: NormalizedStream = {
+    init: (init) => {
+      inits.push(init);
+      out.push(init.bytes);
+    },
+    cluster: (bytes) => out.push(bytes),
+    block: (parts) => out.push(...parts),
+  };
+  const normalizer = new Normalizer(sink);
+  for (const bytes of producers) {
+    const splitter = new WebmSplitter({
+      header: (h) => normalizer.header(h),
+      cluster: () => {},
+      block: (b) => normalizer.block(b),
+      end: () => normalizer.flush(),
+      error: (e) => {
+        throw e;
+      },
+    });
+    // Chunks the size of socket reads, as the relay gets them.
+    for (let i = 0; i < bytes.length; i += 1400) splitter.feed(bytes.subarray(i, i + 1400));
+    splitter.end();
+  }
+  return { output: Buffer.concat(out), inits, normalizer };
+}
+
+/** The bytes of a block after its relative timecode: what the normalizer must never change. */
+const payloadOf = (b: WebmBlock) => b.parts[0].subarray(b.timecodeOffset + 2);
+
+/** How many times a block's timestamp is below the one before it, across tracks. */
+function backwardSteps(blocks: readonly WebmBlock[]): number {
+  let steps = 0;
+  for (let i = 1; i < blocks.length; i++) if (blocks[i].timecode < blocks[i - 1].timecode) steps++;
+  return steps;
+}
+
+function assertCanonical(parsed: Parsed, videoTrack: number): void {
+  expect(parsed.clusters.length).to.be.greaterThan(1);
+  for (const cluster of parsed.clusters) {
+    const first = cluster.blocks[0];
+    expect(first.track, `cluster ${cluster.timecode} starts with track ${first.track}`).to.equal(videoTrack);
+    expect(first.keyframe, `cluster ${cluster.timecode} starts with a keyframe`).to.equal(true);
+    expect(first.timecode).to.equal(cluster.timecode);
+    // Every video keyframe starts a cluster: every cluster is a join point, and only those.
+    const laterKeyframes = cluster.blocks.slice(1).filter((b) => b.track === videoTrack && b.keyframe);
+    expect(laterKeyframes, `keyframes inside cluster ${cluster.timecode}`).to.have.length(0);
+  }
+  expect(backwardSteps(parsed.blocks), 'blocks going back in time').to.equal(0);
+}
+
+describe('normalizer on real encoder output', function () {
+  this.timeout(120_000);
+  let vp8: Buffer;
+  let vp9: Buffer;
+
+  before(async () => {
+    [vp8, vp9] = await Promise.all([recordEncoder(4), recordEncoder(3, { videoCodec: 'vp9' })]);
+  });
+
+  it('GStreamer VP8 + Opus: keyframe clusters, blocks in time order, frame bytes untouched', () => {
+    const input = parse(vp8);
+    const { output, normalizer } = normalize(vp8);
+    const result = parse(output);
+    console.log(
+      `      input: ${input.clusters.length} clusters, ${backwardSteps(input.blocks)} backward steps; ` +
+        `output: ${result.clusters.length} clusters, stats ${JSON.stringify(normalizer.stats)}`,
+    );
+    assertCanonical(result, 1);
+    // Per track, the same frames with the same bytes and timestamps, in the same order,
+    // minus what came before the first video keyframe.
+    const firstKeyframe = input.blocks.find((b) => b.track === 1 && b.keyframe)!.timecode;
+    const perTrack = (blocks: WebmBlock[], track: number) =>
+      blocks.filter((b) => b.track === track && b.timecode >= firstKeyframe).map((b) => [b.timecode, payloadOf(b).toString('base64')]);
+    for (const track of [1, 2]) {
+      expect(perTrack(result.blocks, track), `track ${track}`).to.deep.equal(perTrack(input.blocks, track));
+    }
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+  });
+
+  it('ffmpeg VP9 + Opus with known-size clusters cut by time: re-clustered at keyframes', function () {
+    const ffmpeg = spawnSync(
+      'ffmpeg',
+      ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30:duration=4', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=4',
+        '-c:v', 'libvpx-vp9', '-deadline', 'realtime', '-cpu-used', '8', '-g', '45', '-b:v', '400k', '-c:a', 'libopus',
+        '-cluster_time_limit', '700', '-f', 'webm', '-live', '1', 'pipe:1'],
+      { maxBuffer: 64 << 20 },
+    );
+    expect(ffmpeg.status, ffmpeg.stderr.toString()).to.equal(0);
+    const input = parse(ffmpeg.stdout);
+    const misaligned = input.clusters.filter((c) => !(c.blocks[0]?.track === 1 && c.blocks[0].keyframe));
+    expect(misaligned.length, 'ffmpeg clusters that do not start at a video keyframe').to.be.greaterThan(0);
+    const { output } = normalize(ffmpeg.stdout);
+    assertCanonical(parse(output), 1);
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+  });
+
+  it('a producer restarted with the same tracks continues the stream: one header, time goes on', () => {
+    const { output, inits, normalizer } = normalize(vp8, vp8);
+    const result = parse(output);
+    expect(inits).to.have.length(1);
+    expect(result.headers).to.have.length(1);
+    expect(normalizer.stats.seamlessRestarts).to.equal(1);
+    assertCanonical(result, 1);
+    const single = parse(normalize(vp8).output);
+    const duration = single.blocks.at(-1)!.timecode - single.blocks[0].timecode;
+    expect(result.blocks.at(-1)!.timecode - result.blocks[0].timecode).to.be.greaterThan(2 * duration);
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+  });
+
+  it('a producer with other tracks gets a new init segment; time still goes forward', () => {
+    const { output, inits } = normalize(vp8, vp9);
+    expect(inits.map((i) => i.info.mimeType)).to.deep.equal(['video/webm; codecs="vp8,opus"', 'video/webm; codecs="vp9,opus"']);
+    const result = parse(output);
+    expect(result.headers).to.have.length(2);
+    expect(backwardSteps(result.blocks)).to.equal(0);
+  });
+
+  it('the init segment is live: unknown-size Segment, no SeekHead, Cues or Duration', () => {
+    const { inits } = normalize(vp8);
+    const bytes = inits[0].bytes;
+    const segment = bytes.indexOf(Buffer.from([0x18, 0x53, 0x80, 0x67]));
+    expect(bytes.subarray(segment + 4, segment + 12)).to.deep.equal(Buffer.from([1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
+    for (const id of [[0x11, 0x4d, 0x9b, 0x74], [0x1c, 0x53, 0xbb, 0x6b], [0x44, 0x89]]) {
+      expect(bytes.indexOf(Buffer.from(id)), `element ${Buffer.from(id).toString('hex')}`).to.equal(-1);
+    }
+    const header = parse(bytes.length ? Buffer.concat([bytes, Buffer.from([0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]) : bytes).headers[0];
+    expect(header.info.tracks.map((t) => t.codecId)).to.deep.equal(['V_VP8', 'A_OPUS']);
+  });
+});
