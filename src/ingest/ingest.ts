@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Hub } from '../hub/hub.js';
@@ -131,7 +132,8 @@ export class Ingest {
       backoff = Math.min(backoff * 2, 10_000);
     };
     const connect = () => {
-      const request = http.get(url, { headers: { 'user-agent': 'webm-relay edge' } }, (response) => {
+      const client = url.startsWith('https:') ? https : http;
+      const request = client.get(url, { headers: { 'user-agent': 'webm-relay edge' } }, (response) => {
         if (response.statusCode !== 200) {
           response.resume();
           return retry(`HTTP ${response.statusCode}`);
