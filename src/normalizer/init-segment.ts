@@ -21,9 +21,34 @@ export function buildInitSegment(header: WebmHeader): InitSegment {
   const parts: Buffer[] = [header.ebml, LIVE_SEGMENT_START];
   for (const { id, bytes } of header.sections) {
     if (id === ID.Info) parts.push(withoutChild(bytes, ID.Duration));
-    else if (id === ID.Tracks) parts.push(bytes);
+    else if (id === ID.Tracks) parts.push(withoutVideoDefaultDuration(bytes));
   }
   return { bytes: Buffer.concat(parts), info: header.info };
+}
+
+/**
+ * Tracks without the video tracks' DefaultDuration. With it, a browser's MSE takes every
+ * frame to last exactly one frame period, and a live encoder that skips frames (a busy
+ * CPU, a camera) leaves a gap of more than two periods: MSE then sees a discontinuity
+ * and drops every frame up to the next keyframe (Chromium: a hole in `buffered` and a
+ * stall of up to a GOP). Without it, each frame lasts until the next one.
+ */
+function withoutVideoDefaultDuration(tracks: Buffer): Buffer {
+  const idLength = vintLength(tracks[0]);
+  const dataStart = idLength + vintLength(tracks[idLength]);
+  const entries: Buffer[] = [];
+  forEachChild(tracks, dataStart, tracks.length, (id, childStart, end, start) => {
+    const entry = tracks.subarray(start, end);
+    let video = false;
+    if (id === ID.TrackEntry) {
+      forEachChild(tracks, childStart, end, (childId, s, e) => {
+        if (childId === ID.TrackType && e - s === 1 && tracks[s] === 1) video = true;
+      });
+    }
+    entries.push(video ? withoutChild(entry, ID.DefaultDuration) : entry);
+  });
+  const body = Buffer.concat(entries);
+  return Buffer.concat([tracks.subarray(0, idLength), encodeLength(body.length), body]);
 }
 
 /** A copy of a master element without its children of one ID. */

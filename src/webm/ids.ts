@@ -13,6 +13,7 @@ export const ID = {
   TrackType: 0x83,
   CodecID: 0x86,
   CodecPrivate: 0x63a2,
+  DefaultDuration: 0x23e383,
   Video: 0xe0,
   PixelWidth: 0xb0,
   PixelHeight: 0xba,
