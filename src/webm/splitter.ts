@@ -253,6 +253,10 @@ export class WebmSplitter {
 
   private topLevel(id: number, size: number, headerLength: number): boolean {
     if (id === ID.Segment) {
+      // Counted like any header bytes: a stream of Segment headers must not grow the header forever.
+      if (this.headerParts && this.headerSize + headerLength > this.limits.maxHeaderSize) {
+        return this.fail('HEADER_TOO_LARGE', `header exceeds ${this.limits.maxHeaderSize} bytes`);
+      }
       this.consumeInto(headerLength, this.headerParts);
       return true;
     }
@@ -395,7 +399,7 @@ export class WebmSplitter {
 
   private blockElement(id: number, parts: Buffer[], total: number, offset: number): void {
     if (this.clusterTimecode < 0) {
-      this.fail('BAD_BLOCK', 'block before its Cluster Timecode');
+      this.fail('BAD_BLOCK', 'block before its Cluster Timecode', offset);
       return;
     }
     const view = new PartsView(parts);
@@ -422,17 +426,17 @@ export class WebmSplitter {
         pos = child.dataEnd;
       }
       if (!found) {
-        this.fail('BAD_BLOCK', 'BlockGroup without a Block');
+        this.fail('BAD_BLOCK', 'BlockGroup without a Block', offset);
         return;
       }
       keyframe = !referenced;
     }
     const trackLength = blockStart < blockEnd ? vintLength(view.byte(blockStart)) : 0;
     if (trackLength === 0 || blockStart + trackLength + 3 > blockEnd) {
-      this.fail('BAD_BLOCK', 'malformed block header');
+      this.fail('BAD_BLOCK', 'malformed block header', offset);
       return;
     }
-    const track = view.uint(blockStart, blockStart + trackLength) - 2 ** (7 * trackLength);
+    const track = view.vint(blockStart, trackLength);
     const timecodeOffset = blockStart + trackLength;
     const relative = ((view.byte(timecodeOffset) << 24) >> 16) | view.byte(timecodeOffset + 1);
     const flags = view.byte(timecodeOffset + 2);
@@ -450,8 +454,8 @@ export class WebmSplitter {
     });
   }
 
-  private fail(code: SplitterErrorCode, message: string): false {
-    const offset = this.offset;
+  /** `offset` defaults to the current position, which is past an element already consumed. */
+  private fail(code: SplitterErrorCode, message: string, offset = this.offset): false {
     this.state = State.Done;
     this.queue.clear();
     this.handler.error(new SplitterError(code, message, offset));
@@ -484,6 +488,16 @@ class PartsView {
     return value;
   }
 
+  /**
+   * A vint's value, marker bit masked off first: subtracting 2^(7n) afterwards would
+   * lose the low bits of 8-byte vints to floating point.
+   */
+  vint(start: number, length: number): number {
+    let value = this.byte(start) & (0xff >> length);
+    for (let i = start + 1; i < start + length; i++) value = value * 256 + this.byte(i);
+    return value;
+  }
+
   /** Where the data of the element at `pos` starts. */
   elementDataStart(pos: number): number {
     const idLength = vintLength(this.byte(pos));
@@ -497,7 +511,7 @@ class PartsView {
     const dataStart = pos + idLength + sizeLength;
     if (sizeLength === 0 || dataStart > end) return null;
     const id = this.uint(pos, pos + idLength);
-    const size = this.uint(pos + idLength, dataStart) - 2 ** (7 * sizeLength);
+    const size = this.vint(pos + idLength, sizeLength);
     const dataEnd = dataStart + size;
     if (size < 0 || dataEnd > end) return null;
     return { id, dataStart, dataEnd };
