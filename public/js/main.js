@@ -1,0 +1,75 @@
+// The player page: wires the DOM to the Player. window.player is there for tests and curious people.
+
+import { StatsOverlay } from './overlay.js';
+import { Player } from './player.js';
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const video = /** @type {HTMLVideoElement} */ ($('video'));
+const status = $('status');
+const notice = $('notice');
+const unmute = /** @type {HTMLButtonElement} */ ($('unmute'));
+const statsButton = /** @type {HTMLButtonElement} */ ($('stats'));
+const fullscreen = /** @type {HTMLButtonElement} */ ($('fullscreen'));
+
+const params = new URLSearchParams(location.search);
+const wsUrl = new URL('live', location.href);
+wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+
+const latency = {};
+if (params.has('latency')) Object.assign(latency, { targetLatency: Number(params.get('latency')) });
+
+const STATUS_TEXT = {
+  connecting: 'connecting',
+  buffering: 'starting',
+  playing: 'live',
+  reconnecting: 'reconnecting',
+  full: 'relay full',
+  unsupported: 'cannot play',
+  error: 'error',
+};
+
+const player = new Player(video, {
+  url: wsUrl.href,
+  latency,
+  onChange: (p) => {
+    status.textContent = STATUS_TEXT[p.state];
+    status.dataset.state = p.state;
+    notice.textContent = p.message;
+    notice.hidden = p.message === '';
+    notice.classList.toggle('fatal', p.state === 'unsupported');
+  },
+});
+const overlay = new StatsOverlay($('overlay'), player);
+
+function toggleMute() {
+  video.muted = !video.muted;
+  if (!video.muted) video.volume = Math.max(video.volume, 0.5);
+  unmute.textContent = video.muted ? 'Unmute' : 'Mute';
+  unmute.setAttribute('aria-pressed', String(!video.muted));
+}
+
+function toggleStats() {
+  statsButton.setAttribute('aria-pressed', String(overlay.toggle()));
+}
+
+function toggleFullscreen() {
+  if (document.fullscreenElement) void document.exitFullscreen();
+  else void $('stage').requestFullscreen();
+}
+
+unmute.addEventListener('click', toggleMute);
+statsButton.addEventListener('click', toggleStats);
+fullscreen.addEventListener('click', toggleFullscreen);
+video.addEventListener('volumechange', () => (unmute.textContent = video.muted ? 'Unmute' : 'Mute'));
+document.addEventListener('keydown', (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || event.target instanceof HTMLInputElement) return;
+  const key = event.key.toLowerCase();
+  if (key === 'm') toggleMute();
+  else if (key === 's' || key === 'i') toggleStats();
+  else if (key === 'f') toggleFullscreen();
+});
+
+if (params.get('stats') === '1') toggleStats();
+
+Object.assign(window, { player });
+player.start();

@@ -1,0 +1,64 @@
+// The stats overlay: what a person asks when the picture looks wrong.
+
+/** @param {number} bits */
+function formatBitrate(bits) {
+  if (bits >= 1e6) return `${(bits / 1e6).toFixed(2)} Mbit/s`;
+  return `${Math.round(bits / 1e3)} kbit/s`;
+}
+
+/** @param {number | null} ms */
+function formatMs(ms) {
+  return ms === null ? '–' : `${ms} ms`;
+}
+
+export class StatsOverlay {
+  /** @param {HTMLElement} element @param {import('./player.js').Player} player */
+  constructor(element, player) {
+    this.element = element;
+    this.player = player;
+    this.timer = 0;
+  }
+
+  get visible() {
+    return !this.element.hidden;
+  }
+
+  /** @param {boolean} [show] */
+  toggle(show = !this.visible) {
+    this.element.hidden = !show;
+    clearInterval(this.timer);
+    if (show) {
+      this.render();
+      this.timer = setInterval(() => this.render(), 500);
+    }
+    return show;
+  }
+
+  render() {
+    const s = this.player.snapshot();
+    /** @type {[string, string][]} */
+    const rows = [
+      ['state', s.state],
+      ['resolution', s.width > 0 ? `${s.width}×${s.height}` : '–'],
+      ['codecs', s.codecs || '–'],
+      ['bitrate', formatBitrate(s.bitrate)],
+      ['behind live', `${s.lag.toFixed(2)} s${s.playbackRate !== 1 ? ` (catching up ×${s.playbackRate.toFixed(2)})` : ''}`],
+      ['buffered', `${s.bufferedSeconds.toFixed(1)} s${s.bufferedRanges > 1 ? ` in ${s.bufferedRanges} ranges` : ''}`],
+      ['frames', `${s.decodedFrames} decoded, ${s.droppedFrames} dropped`],
+      ['stalls', `${s.stalls}${s.jumps + s.gapJumps > 0 ? `, ${s.jumps + s.gapJumps} jumps to live` : ''}`],
+      ['first frame', formatMs(s.firstFrameMs)],
+      ['reconnects', `${s.reconnects}${s.retries > s.reconnects ? ` (${s.retries} attempts)` : ''}`],
+      ['viewers', s.viewers === null ? '–' : String(s.viewers)],
+    ];
+    const table = document.createElement('table');
+    for (const [name, value] of rows) {
+      const tr = table.insertRow();
+      const th = document.createElement('th');
+      th.scope = 'row';
+      th.textContent = name;
+      tr.append(th);
+      tr.insertCell().textContent = value;
+    }
+    this.element.replaceChildren(table);
+  }
+}

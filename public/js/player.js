@@ -1,0 +1,244 @@
+// Player: ties the transport, the buffer controller and the latency controller to one
+// <video>, and keeps the figures the page shows (and tests read through window.player).
+
+import { BufferController } from './buffer-controller.js';
+import { LatencyController } from './latency-controller.js';
+import { CLOSE_TOO_MANY_VIEWERS, LiveTransport } from './transport.js';
+
+/**
+ * @typedef {'connecting' | 'buffering' | 'playing' | 'reconnecting' | 'full' | 'unsupported' | 'error'} PlayerState
+ */
+
+const TICK_MS = 250;
+
+export class Player {
+  /**
+   * @param {HTMLVideoElement} video
+   * @param {{
+   *   url: string,
+   *   onChange?: (player: Player) => void,
+   *   latency?: Partial<import('./latency-controller.js').LatencyController['options']>,
+   * }} options
+   */
+  constructor(video, options) {
+    this.video = video;
+    this.onChange = options.onChange ?? (() => {});
+    /** @type {PlayerState} */
+    this.state = 'connecting';
+    this.message = 'Connecting to the relay…';
+    /** @type {any} the latest {"type":"stream"} description */
+    this.description = null;
+    this.viewers = /** @type {number | null} */ (null);
+    /** Milliseconds from navigation start to the first frame shown (first start only). */
+    this.firstFrameMs = /** @type {number | null} */ (null);
+    /** Milliseconds from the latest stream description to its first frame (every start). */
+    this.startupMs = /** @type {number | null} */ (null);
+    this.starts = 0;
+    this.mediaErrors = 0;
+    /** Times playback ran out of data after it had started. */
+    this.stalls = 0;
+    this.awaitingStart = false;
+    this.descriptionAt = 0;
+    this.userPaused = false;
+    this.bitrate = new RateMeter();
+
+    this.latency = new LatencyController(video, options.latency);
+    this.buffer = new BufferController(video, {
+      onError: (message) => this.recover(message),
+      onAppended: () => this.maybeStart(),
+    });
+    this.transport = new LiveTransport(options.url, {
+      onOpen: () => {
+        if (this.state === 'reconnecting' || this.state === 'full') this.setState(this.state, 'Connected, waiting for the stream…');
+      },
+      onStream: (description) => this.onStream(description),
+      onInit: (bytes) => this.buffer.append(bytes),
+      onMedia: (bytes) => {
+        this.bitrate.add(bytes.byteLength);
+        this.buffer.append(bytes);
+      },
+      onPong: (message) => {
+        if (typeof message.viewers === 'number') this.viewers = message.viewers;
+      },
+      onClose: ({ code, retryInMs }) => {
+        const seconds = (retryInMs / 1000).toFixed(1);
+        if (code === CLOSE_TOO_MANY_VIEWERS) this.setState('full', `The relay has too many viewers; trying again in ${seconds} s.`);
+        else this.setState('reconnecting', `Lost the connection to the relay; reconnecting in ${seconds} s…`);
+      },
+    });
+
+    video.muted = true;
+    video.addEventListener('error', () => this.recover(`media error ${video.error?.code ?? ''}: ${video.error?.message ?? ''}`));
+    video.addEventListener('waiting', () => {
+      if (this.state === 'playing') this.stalls++;
+      this.latency.tick();
+    });
+    video.addEventListener('pause', () => {
+      // A pause we did not ask for (the user, a media key) is respected until play.
+      if (this.state === 'playing' && !this.awaitingStart) this.userPaused = true;
+    });
+    video.addEventListener('play', () => (this.userPaused = false));
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') this.latency.tick();
+    });
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+  }
+
+  start() {
+    if (typeof MediaSource === 'undefined') {
+      this.setState('unsupported', 'This browser has no Media Source Extensions, so it cannot play the live stream here. Try the plain video page.');
+      return;
+    }
+    // Open a MediaSource while the socket connects: one step less before the first frame.
+    void this.buffer.attach();
+    this.transport.start();
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.transport.stop();
+  }
+
+  get reconnects() {
+    return this.transport.reconnects;
+  }
+
+  get lag() {
+    return this.latency.lag;
+  }
+
+  /** @param {any} description */
+  onStream(description) {
+    this.description = description;
+    if (!MediaSource.isTypeSupported(description.mimeType)) {
+      this.transport.stop();
+      this.setState('unsupported', `This browser cannot play this stream (${description.mimeType}). Try another browser, or the plain video page.`);
+      return;
+    }
+    this.descriptionAt = performance.now();
+    this.awaitingStart = true;
+    this.setState('buffering', 'Waiting for the first picture…');
+    this.buffer.setup(description.mimeType).catch((error) => this.recover(`cannot set up the stream: ${error.message ?? error}`));
+  }
+
+  /** After each append: start as soon as the first keyframe is in `buffered`. */
+  maybeStart() {
+    if (!this.awaitingStart) return;
+    // The relay sends the GOP so far in one burst: take all of it first, then start near its end.
+    if (this.buffer.queue && this.buffer.queue.length > 0) return;
+    const position = this.latency.startPosition();
+    if (position === null) return;
+    this.awaitingStart = false;
+    this.starts++;
+    this.video.currentTime = position;
+    this.latency.started();
+    this.play();
+    const onFrame = (/** @type {number} */ now, /** @type {any} */ metadata) => this.firstFrame(metadata?.presentationTime ?? now);
+    if ('requestVideoFrameCallback' in this.video) this.video.requestVideoFrameCallback(onFrame);
+    else this.video.addEventListener('playing', () => onFrame(performance.now(), null), { once: true });
+  }
+
+  /** @param {number} at a performance.now() time */
+  firstFrame(at) {
+    if (this.firstFrameMs === null) this.firstFrameMs = Math.round(at);
+    this.startupMs = Math.round(at - this.descriptionAt);
+    this.setState('playing', '');
+  }
+
+  play() {
+    this.video.play().catch((error) => {
+      if (error.name === 'NotAllowedError') this.setState(this.state, 'The browser blocked autoplay: press play.');
+    });
+  }
+
+  /** @param {string} why */
+  recover(why) {
+    if (this.state === 'unsupported') return;
+    this.mediaErrors++;
+    console.warn(`player: ${why}; starting over`);
+    this.setState('reconnecting', `Playback failed (${why}); starting over…`);
+    // A new connection brings a new description and init segment, and with them a new MediaSource.
+    this.transport.restart();
+  }
+
+  tick() {
+    if (this.state !== 'playing' && this.state !== 'reconnecting') return;
+    if (this.awaitingStart) return;
+    this.latency.tick();
+    this.buffer.evictBehind();
+    if (this.video.paused && !this.userPaused && this.video.buffered.length > 0) this.play();
+    this.onChange(this);
+  }
+
+  /** @param {PlayerState} state @param {string} message */
+  setState(state, message) {
+    this.state = state;
+    this.message = message;
+    this.onChange(this);
+  }
+
+  /** Everything the overlay shows, as plain data (also for tests). */
+  snapshot() {
+    const video = this.video;
+    const quality = typeof video.getVideoPlaybackQuality === 'function' ? video.getVideoPlaybackQuality() : null;
+    const tracks = this.description?.tracks ?? [];
+    const ranges = video.buffered;
+    return {
+      state: this.state,
+      message: this.message,
+      mimeType: this.description?.mimeType ?? null,
+      codecs: tracks.map((/** @type {any} */ t) => t.codec).join(', '),
+      width: video.videoWidth,
+      height: video.videoHeight,
+      bitrate: this.bitrate.perSecond() * 8,
+      lag: this.latency.lag,
+      currentTime: video.currentTime,
+      playbackRate: video.playbackRate,
+      bufferedSeconds: this.buffer.bufferedSeconds(),
+      bufferedRanges: ranges.length,
+      decodedFrames: quality?.totalVideoFrames ?? 0,
+      droppedFrames: quality?.droppedVideoFrames ?? 0,
+      reconnects: this.transport.reconnects,
+      retries: this.transport.retries,
+      viewers: this.viewers,
+      firstFrameMs: this.firstFrameMs,
+      startupMs: this.startupMs,
+      starts: this.starts,
+      jumps: this.latency.jumps,
+      gapJumps: this.latency.gapJumps,
+      evictions: this.buffer.evictions,
+      quotaErrors: this.buffer.quotaErrors,
+      mediaErrors: this.mediaErrors,
+      stalls: this.stalls,
+      muted: video.muted,
+    };
+  }
+}
+
+/** Bytes per second over the last few whole seconds. */
+class RateMeter {
+  constructor(seconds = 3) {
+    this.buckets = new Float64Array(seconds + 1);
+    this.second = Math.floor(performance.now() / 1000);
+  }
+
+  /** @param {number} bytes */
+  add(bytes) {
+    this.advance();
+    this.buckets[this.second % this.buckets.length] += bytes;
+  }
+
+  perSecond() {
+    this.advance();
+    let sum = 0;
+    const n = this.buckets.length;
+    for (let i = 1; i < n; i++) sum += this.buckets[(((this.second - i) % n) + n) % n];
+    return sum / (n - 1);
+  }
+
+  advance() {
+    const now = Math.floor(performance.now() / 1000);
+    for (let s = this.second + 1; s <= Math.min(now, this.second + this.buckets.length); s++) this.buckets[s % this.buckets.length] = 0;
+    this.second = now;
+  }
+}

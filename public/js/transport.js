@@ -1,0 +1,171 @@
+// Transport: the WebSocket /live and its protocol. Knows nothing about media.
+//
+// The relay sends, on every connection and again whenever the producer changes settings:
+//   text   {"type":"stream","mimeType":...,"tracks":[...]}
+//   binary init segment (EBML header, Segment, Info, Tracks)
+// then binary media messages (WebM Clusters, the first starting at a video keyframe).
+// We may send {"type":"ping"} and get {"type":"pong","viewers":N}.
+
+/** WebSocket close code the relay uses when it already serves its maximum of viewers. */
+export const CLOSE_TOO_MANY_VIEWERS = 1013;
+
+const DEFAULTS = {
+  /** First reconnect delay; doubles per failed attempt up to maxDelayMs (with +-25 % jitter). */
+  baseDelayMs: 250,
+  maxDelayMs: 5000,
+  /** When the relay is full, wait at least this long before trying again. */
+  fullDelayMs: 10000,
+  /** A ping this often keeps the viewer count fresh and proves the connection alive. */
+  pingIntervalMs: 2000,
+  /** No message at all (media or pong) for this long: the connection is dead, reconnect. */
+  silenceTimeoutMs: 8000,
+};
+
+export class LiveTransport {
+  /**
+   * @param {string} url ws:// or wss:// URL of /live
+   * @param {{
+   *   onOpen?: () => void,
+   *   onStream: (description: any) => void,
+   *   onInit: (bytes: ArrayBuffer) => void,
+   *   onMedia: (bytes: ArrayBuffer) => void,
+   *   onPong?: (message: any) => void,
+   *   onClose?: (info: { code: number, reason: string, retryInMs: number }) => void,
+   * }} handlers
+   * @param {Partial<typeof DEFAULTS>} options
+   */
+  constructor(url, handlers, options = {}) {
+    this.url = url;
+    this.handlers = handlers;
+    this.options = { ...DEFAULTS, ...options };
+    /** @type {WebSocket | null} */
+    this.socket = null;
+    /** Failed attempts since the last connection that delivered a stream. */
+    this.failures = 0;
+    /** Connections that opened after the first one did. */
+    this.reconnects = 0;
+    /** Connection attempts after the first one, successful or not. */
+    this.retries = 0;
+    this.connections = 0;
+    this.opened = 0;
+    this.bytesReceived = 0;
+    this.lastMessageAt = 0;
+    this.expectInit = false;
+    this.stopped = true;
+    this.retryTimer = 0;
+    this.pingTimer = 0;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.drop();
+  }
+
+  /** Closes the current connection (if any) and reconnects at once: used to recover from a media error. */
+  restart() {
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.drop();
+    this.connect();
+  }
+
+  /** @param {any} message */
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  connect() {
+    if (this.connections > 0) this.retries++;
+    this.connections++;
+    const socket = new WebSocket(this.url);
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
+    this.expectInit = false;
+    this.lastMessageAt = performance.now();
+
+    socket.onopen = () => {
+      if (this.opened > 0) this.reconnects++;
+      this.opened++;
+      this.handlers.onOpen?.();
+      this.send({ type: 'ping' });
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.heartbeat(), this.options.pingIntervalMs);
+    };
+    socket.onmessage = (event) => this.receive(event.data);
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.drop();
+      this.scheduleReconnect(event.code, event.reason);
+    };
+    // An error is always followed by close; nothing to do here.
+    socket.onerror = () => {};
+  }
+
+  /** @param {string | ArrayBuffer} data */
+  receive(data) {
+    this.lastMessageAt = performance.now();
+    if (typeof data === 'string') {
+      let message;
+      try {
+        message = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (message.type === 'stream') {
+        this.expectInit = true;
+        this.handlers.onStream(message);
+      } else if (message.type === 'pong') {
+        this.handlers.onPong?.(message);
+      }
+      return;
+    }
+    this.bytesReceived += data.byteLength;
+    if (this.expectInit) {
+      this.expectInit = false;
+      // A connection that got this far worked: start the backoff over.
+      this.failures = 0;
+      this.handlers.onInit(data);
+    } else {
+      this.handlers.onMedia(data);
+    }
+  }
+
+  heartbeat() {
+    if (performance.now() - this.lastMessageAt > this.options.silenceTimeoutMs) {
+      const socket = this.socket;
+      this.drop();
+      if (socket) this.scheduleReconnect(4000, 'no data from the relay');
+      return;
+    }
+    this.send({ type: 'ping' });
+  }
+
+  /** Forgets the current socket without triggering a reconnect from its close event. */
+  drop() {
+    clearInterval(this.pingTimer);
+    const socket = this.socket;
+    this.socket = null;
+    if (!socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close();
+  }
+
+  /** @param {number} code @param {string} reason */
+  scheduleReconnect(code, reason) {
+    if (this.stopped) return;
+    const { baseDelayMs, maxDelayMs, fullDelayMs } = this.options;
+    let delay = Math.min(maxDelayMs, baseDelayMs * 2 ** this.failures);
+    delay *= 0.75 + Math.random() * 0.5;
+    if (code === CLOSE_TOO_MANY_VIEWERS) delay = Math.max(delay, fullDelayMs);
+    this.failures++;
+    this.handlers.onClose?.({ code, reason, retryInMs: Math.round(delay) });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+}
