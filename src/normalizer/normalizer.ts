@@ -137,9 +137,15 @@ export class Normalizer {
 
   private emit({ block, time: wanted }: PendingBlock): void {
     let time = wanted;
-    if (time < this.lastTime) {
-      time = this.lastTime;
+    // Never before zero (the first producer's first blocks may be: lastTime starts at -1).
+    if (time < Math.max(this.lastTime, 0)) {
+      time = Math.max(this.lastTime, 0);
       this.stats.clamped++;
+    }
+    // A Cluster Timecode is an unsigned 64-bit integer; past 2^53 a number is not exact. Such a block is bad data.
+    if (time > Number.MAX_SAFE_INTEGER) {
+      this.stats.dropped++;
+      return;
     }
     const isVideo = this.videoTracks.has(block.track);
     const hasVideo = this.videoTracks.size > 0;
