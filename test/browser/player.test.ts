@@ -1,0 +1,205 @@
+import { expect } from 'chai';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { getJson, startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
+import {
+  launchBrowser,
+  median,
+  playerSnapshot,
+  sampleVideo,
+  sleep,
+  watchErrors,
+  type VideoSample,
+} from '../helpers/browser.js';
+
+/** The player page has shown a frame and says it is playing. */
+async function waitPlaying(page: Page, timeoutMs = 15_000): Promise<void> {
+  await page.waitForFunction(
+    () => {
+      const player = (window as unknown as { player?: { state: string; firstFrameMs: number | null } }).player;
+      return player?.state === 'playing' && player.firstFrameMs !== null;
+    },
+    null,
+    { timeout: timeoutMs, polling: 50 },
+  );
+}
+
+/** A plain <video> has decoded something and its clock runs. */
+async function waitVideoRunning(page: Page, timeoutMs = 15_000): Promise<void> {
+  await page.waitForFunction(
+    () => {
+      const video = document.querySelector('video');
+      return !!video && video.currentTime > 0 && video.videoWidth > 0;
+    },
+    null,
+    { timeout: timeoutMs, polling: 100 },
+  );
+}
+
+function expectPlayed(label: string, before: VideoSample, after: VideoSample, errors: string[]): void {
+  const detail = `${label}: ${JSON.stringify({ before, after, errors })}`;
+  expect(after.error, detail).to.equal(null);
+  expect(after.videoWidth, detail).to.be.greaterThan(0);
+  expect(after.paused, detail).to.equal(false);
+  expect(after.currentTime - before.currentTime, detail).to.be.at.least(2);
+  expect(after.decodedFrames, detail).to.be.greaterThan(before.decodedFrames);
+}
+
+describe('player page in Chromium (default source: GStreamer VP8 + Opus)', function () {
+  this.timeout(90_000);
+  let relay: RunningRelay;
+  let browser: Browser;
+  let context: BrowserContext | null = null;
+
+  before(async function () {
+    relay = await startRelay();
+    await waitLive(relay, 15_000);
+    browser = await launchBrowser();
+  });
+
+  afterEach(async function () {
+    await context?.close().catch(() => {});
+    context = null;
+  });
+
+  after(async function () {
+    await browser?.close().catch(() => {});
+    await relay?.stop();
+  });
+
+  it('three player tabs and three plain <video src="/live.webm"> tabs all play at once', async function () {
+    context = await browser.newContext({ viewport: { width: 800, height: 500 } });
+    const players: Page[] = [];
+    const plains: Page[] = [];
+    const errors = new Map<Page, string[]>();
+    for (let i = 0; i < 3; i++) {
+      const player = await context.newPage();
+      errors.set(player, watchErrors(player));
+      await player.goto(`${relay.url}/`);
+      players.push(player);
+      const plain = await context.newPage();
+      errors.set(plain, watchErrors(plain));
+      await plain.goto(`${relay.url}/video.html`);
+      plains.push(plain);
+    }
+    await Promise.all([...players.map((p) => waitPlaying(p)), ...plains.map((p) => waitVideoRunning(p))]);
+
+    const pages = [...players, ...plains];
+    const before = await Promise.all(pages.map((p) => sampleVideo(p)));
+    await sleep(5000);
+    const after = await Promise.all(pages.map((p) => sampleVideo(p)));
+    pages.forEach((page, i) => expectPlayed(i < 3 ? `player tab ${i + 1}` : `plain tab ${i - 2}`, before[i], after[i], errors.get(page)!));
+
+    for (const [i, page] of players.entries()) {
+      const s = await playerSnapshot(page);
+      expect(s.state, `player tab ${i + 1}`).to.equal('playing');
+      expect(s.codecs).to.equal('vp8, opus');
+      expect(s.reconnects).to.equal(0);
+      expect(s.mediaErrors).to.equal(0);
+      // Each tab learnt the viewer count from the relay (pong): at least the six of us.
+      expect(s.viewers).to.be.at.least(6);
+    }
+    const stats = await getJson<{ viewersByTransport: { ws: number; http: number } }>(`${relay.url}/api/stats`);
+    expect(stats.viewersByTransport.ws).to.equal(3);
+    expect(stats.viewersByTransport.http).to.be.at.least(3);
+  });
+
+  it('time to first frame and steady lag behind the live edge (printed)', async function () {
+    context = await browser.newContext({ viewport: { width: 800, height: 500 } });
+    const firstFrames: number[] = [];
+    const opens = 7;
+    let page: Page | null = null;
+    for (let i = 0; i < opens; i++) {
+      await page?.close();
+      page = await context.newPage();
+      await page.goto(`${relay.url}/`);
+      await waitPlaying(page, 10_000);
+      firstFrames.push((await playerSnapshot(page)).firstFrameMs!);
+    }
+    // Lag on the last page once it has settled: sampled for 5 s.
+    await sleep(2000);
+    const lags: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const s = await playerSnapshot(page!);
+      expect(s.state).to.equal('playing');
+      lags.push(s.lag);
+      await sleep(250);
+    }
+    const last = await playerSnapshot(page!);
+    const ttff = median(firstFrames);
+    const lag = median(lags);
+    console.log(
+      `      time to first frame (navigation -> first frame shown), ${opens} opens: median ${ttff} ms, ` +
+        `all [${firstFrames.join(', ')}] ms`,
+    );
+    console.log(
+      `      steady lag behind the live edge: median ${(lag * 1000).toFixed(0)} ms, ` +
+        `max ${(Math.max(...lags) * 1000).toFixed(0)} ms over 5 s; jumps ${last.jumps}, gap jumps ${last.gapJumps}, ` +
+        `dropped frames ${last.droppedFrames}/${last.decodedFrames}`,
+    );
+    expect(ttff).to.be.below(3000);
+    expect(lag).to.be.below(2);
+    expect(lag).to.be.greaterThan(0);
+  });
+
+  it('shows a readable stats overlay over moving video (screenshot at /tmp/player.png)', async function () {
+    context = await browser.newContext({ viewport: { width: 1000, height: 660 } });
+    const page = await context.newPage();
+    const errors = watchErrors(page);
+    await page.goto(`${relay.url}/`);
+    await waitPlaying(page);
+
+    const overlay = page.locator('#overlay');
+    expect(await overlay.isVisible()).to.equal(false);
+    await page.getByRole('button', { name: 'Stats' }).click();
+    expect(await overlay.isVisible()).to.equal(true);
+    // The overlay fills in from the running stream.
+    await waitFor('the overlay to show the bitrate', async () => /bitrate\s*[1-9]/.test(await overlay.innerText()), 5000);
+    const text = await overlay.innerText();
+    for (const label of ['resolution', 'codecs', 'bitrate', 'behind live', 'buffered', 'frames', 'reconnects', 'viewers']) {
+      expect(text, text).to.include(label);
+    }
+    expect(text).to.match(/640×360/);
+    expect(text).to.match(/vp8, opus/);
+    expect(text).to.match(/frames\s+[1-9]\d* decoded/);
+
+    // The picture moves: the same area of the video, half a second apart, differs.
+    const video = page.locator('video');
+    const shotA = await video.screenshot();
+    await sleep(500);
+    const shotB = await video.screenshot();
+    expect(shotA.equals(shotB), 'two screenshots of the video 0.5 s apart are identical').to.equal(false);
+    await page.screenshot({ path: '/tmp/player.png' });
+
+    // The key toggles it too.
+    await page.keyboard.press('s');
+    expect(await overlay.isVisible()).to.equal(false);
+    expect(errors).to.deep.equal([]);
+  });
+
+  it('starts muted (autoplay) and the Unmute button unmutes', async function () {
+    context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${relay.url}/`);
+    await waitPlaying(page);
+    expect(await page.$eval('video', (v) => (v as HTMLVideoElement).muted)).to.equal(true);
+    await page.getByRole('button', { name: 'Unmute' }).click();
+    expect(await page.$eval('video', (v) => (v as HTMLVideoElement).muted)).to.equal(false);
+    await page.getByRole('button', { name: 'Mute' }).waitFor({ timeout: 2000 });
+  });
+
+  it('says plainly when the browser cannot play the stream', async function () {
+    context = await browser.newContext();
+    const page = await context.newPage();
+    await page.addInitScript(() => {
+      MediaSource.isTypeSupported = () => false;
+    });
+    await page.goto(`${relay.url}/`);
+    await page.waitForFunction(() => (window as unknown as { player?: { state: string } }).player?.state === 'unsupported', null, {
+      timeout: 10_000,
+    });
+    const notice = page.locator('#notice');
+    expect(await notice.isVisible()).to.equal(true);
+    expect(await notice.innerText()).to.match(/cannot play this stream \(video\/webm; codecs="vp8,opus"\)/);
+    expect(await page.locator('#status').innerText()).to.equal('cannot play');
+  });
+});
