@@ -1,7 +1,7 @@
 import type { Hub } from '../hub/hub.js';
 import { logger } from '../log.js';
 import type { Normalizer } from '../normalizer/normalizer.js';
-import { WebmSplitter, type SplitterError, type SplitterLimits } from '../webm/splitter.js';
+import { SplitterError, WebmSplitter, type SplitterLimits } from '../webm/splitter.js';
 
 const log = logger('ingest');
 
@@ -15,6 +15,8 @@ export class ProducerSession {
   bytesIn = 0;
   /** Set when the producer sent something that is not a valid live WebM stream. */
   failure: SplitterError | null = null;
+  /** Processing this producer's data threw: ignore the rest of it. */
+  private broken = false;
 
   constructor(
     readonly label: string,
@@ -50,9 +52,17 @@ export class ProducerSession {
   }
 
   write(chunk: Buffer): void {
+    if (this.broken) return;
     this.bytesIn += chunk.length;
-    this.splitter.feed(chunk);
-    this.hub.flush();
+    try {
+      this.splitter.feed(chunk);
+      this.hub.flush();
+    } catch (error) {
+      // A bug reached by one producer's bytes must cost that producer, not every viewer.
+      log.error(`${this.label}: disconnected after an internal error: ${(error as Error).stack ?? error}`);
+      this.broken = true;
+      this.onBadData(new SplitterError('BAD_BLOCK', `internal error: ${(error as Error).message}`, this.bytesIn));
+    }
   }
 
   /** The producer has gone: let held blocks out and tell the hub. */
