@@ -30,6 +30,8 @@ export class LatencyController {
     this.jumps = 0;
     this.gapJumps = 0;
     this.startedAt = -Infinity;
+    /** currentTime at the previous tick: unchanged while playing means stuck. */
+    this.lastTime = -1;
   }
 
   /** Playback (re)started now: see startWindowMs. */
@@ -64,8 +66,12 @@ export class LatencyController {
     const now = video.currentTime;
     const { targetLatency, maxLatency, maxRate, tolerance, rampSeconds } = this.options;
 
-    // In a hole, or before the first range: go to the next range that starts ahead.
-    if (!inRange(ranges, now)) {
+    // In a hole, before the first range, or stuck at the end of a range with more after it:
+    // go to the next range that starts ahead.
+    const stuck = !video.paused && (now === this.lastTime || video.readyState < HTMLMediaElement.HAVE_FUTURE_DATA);
+    this.lastTime = now;
+    const end = rangeEnd(ranges, now);
+    if (end === null || (stuck && end - now < 0.1)) {
       for (let i = 0; i < ranges.length; i++) {
         if (ranges.start(i) > now) {
           this.gapJumps++;
@@ -95,8 +101,8 @@ export class LatencyController {
   }
 }
 
-/** @param {TimeRanges} ranges @param {number} time */
-function inRange(ranges, time) {
-  for (let i = 0; i < ranges.length; i++) if (time >= ranges.start(i) && time <= ranges.end(i)) return true;
-  return false;
+/** The end of the range `time` is in, or null when it is in none. @param {TimeRanges} ranges @param {number} time */
+function rangeEnd(ranges, time) {
+  for (let i = 0; i < ranges.length; i++) if (time >= ranges.start(i) && time <= ranges.end(i)) return ranges.end(i);
+  return null;
 }

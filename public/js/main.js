@@ -15,8 +15,11 @@ const params = new URLSearchParams(location.search);
 const wsUrl = new URL('live', location.href);
 wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
 
+// Tuning from the address, e.g. /?latency=0.5&back=30: seconds behind live to aim for, seconds kept behind the playhead.
 const latency = {};
 if (params.has('latency')) Object.assign(latency, { targetLatency: Number(params.get('latency')) });
+const buffer = {};
+if (params.has('back')) Object.assign(buffer, { backBufferSeconds: Number(params.get('back')), evictSlackSeconds: 1 });
 
 const STATUS_TEXT = {
   connecting: 'connecting',
@@ -31,6 +34,7 @@ const STATUS_TEXT = {
 const player = new Player(video, {
   url: wsUrl.href,
   latency,
+  buffer,
   onChange: (p) => {
     status.textContent = STATUS_TEXT[p.state];
     status.dataset.state = p.state;
@@ -72,4 +76,4 @@ document.addEventListener('keydown', (event) => {
 if (params.get('stats') === '1') toggleStats();
 
 Object.assign(window, { player });
-player.start();
+player.start(/** @type {any} */ (window).earlySocket);

@@ -18,6 +18,7 @@ export class Player {
    *   url: string,
    *   onChange?: (player: Player) => void,
    *   latency?: Partial<import('./latency-controller.js').LatencyController['options']>,
+   *   buffer?: Partial<import('./buffer-controller.js').BufferController['options']>,
    * }} options
    */
   constructor(video, options) {
@@ -37,23 +38,40 @@ export class Player {
     this.mediaErrors = 0;
     /** Times playback ran out of data after it had started. */
     this.stalls = 0;
+    this.recentErrors = 0;
+    this.lastErrorAt = -Infinity;
     this.awaitingStart = false;
     this.descriptionAt = 0;
     this.userPaused = false;
     this.bitrate = new RateMeter();
+    /**
+     * When the way to the first frame passed each step, in ms since navigation: page script
+     * ran, socket open, description, init segment, first media message, first media
+     * appended, playback started (seek), first frame shown. Where start-up time goes.
+     * @type {Record<string, number>}
+     */
+    this.timeline = { script: Math.round(performance.now()) };
 
     this.latency = new LatencyController(video, options.latency);
     this.buffer = new BufferController(video, {
       onError: (message) => this.recover(message),
-      onAppended: () => this.maybeStart(),
-    });
+      onAppended: () => {
+        if (this.video.buffered.length > 0) this.mark('appended');
+        this.maybeStart();
+      },
+    }, options.buffer);
     this.transport = new LiveTransport(options.url, {
       onOpen: () => {
+        this.mark('open');
         if (this.state === 'reconnecting' || this.state === 'full') this.setState(this.state, 'Connected, waiting for the stream…');
       },
       onStream: (description) => this.onStream(description),
-      onInit: (bytes) => this.buffer.append(bytes),
+      onInit: (bytes) => {
+        this.mark('init');
+        this.buffer.append(bytes);
+      },
       onMedia: (bytes) => {
+        this.mark('media');
         this.bitrate.add(bytes.byteLength);
         this.buffer.append(bytes);
       },
@@ -84,14 +102,16 @@ export class Player {
     this.timer = setInterval(() => this.tick(), TICK_MS);
   }
 
-  start() {
+  /** @param {any} [early] a WebSocket the page opened already (see index.html) */
+  start(early) {
     if (typeof MediaSource === 'undefined') {
+      early?.socket.close();
       this.setState('unsupported', 'This browser has no Media Source Extensions, so it cannot play the live stream here. Try the plain video page.');
       return;
     }
     // Open a MediaSource while the socket connects: one step less before the first frame.
     void this.buffer.attach();
-    this.transport.start();
+    this.transport.start(early);
   }
 
   stop() {
@@ -116,6 +136,9 @@ export class Player {
       return;
     }
     this.descriptionAt = performance.now();
+    // A new start: keep only what happened before the stream was described.
+    this.timeline = { script: this.timeline.script, open: this.timeline.open };
+    this.mark('stream');
     this.awaitingStart = true;
     this.setState('buffering', 'Waiting for the first picture…');
     this.buffer.setup(description.mimeType).catch((error) => this.recover(`cannot set up the stream: ${error.message ?? error}`));
@@ -131,6 +154,7 @@ export class Player {
     this.awaitingStart = false;
     this.starts++;
     this.video.currentTime = position;
+    this.mark('start');
     this.latency.started();
     this.play();
     const onFrame = (/** @type {number} */ now, /** @type {any} */ metadata) => this.firstFrame(metadata?.presentationTime ?? now);
@@ -142,6 +166,7 @@ export class Player {
   firstFrame(at) {
     if (this.firstFrameMs === null) this.firstFrameMs = Math.round(at);
     this.startupMs = Math.round(at - this.descriptionAt);
+    this.timeline.frame = Math.round(at);
     this.setState('playing', '');
   }
 
@@ -155,10 +180,14 @@ export class Player {
   recover(why) {
     if (this.state === 'unsupported') return;
     this.mediaErrors++;
+    const now = performance.now();
+    this.recentErrors = now - this.lastErrorAt < 30_000 ? this.recentErrors + 1 : 1;
+    this.lastErrorAt = now;
     console.warn(`player: ${why}; starting over`);
     this.setState('reconnecting', `Playback failed (${why}); starting over…`);
     // A new connection brings a new description and init segment, and with them a new MediaSource.
-    this.transport.restart();
+    // At once the first time; an error that keeps coming back waits longer each time.
+    this.transport.restart(this.recentErrors > 1 ? Math.min(10_000, 500 * 2 ** (this.recentErrors - 2)) : 0);
   }
 
   tick() {
@@ -168,6 +197,11 @@ export class Player {
     this.buffer.evictBehind();
     if (this.video.paused && !this.userPaused && this.video.buffered.length > 0) this.play();
     this.onChange(this);
+  }
+
+  /** Notes the first time a step was reached since the latest description. @param {string} step */
+  mark(step) {
+    if (!(step in this.timeline)) this.timeline[step] = Math.round(performance.now());
   }
 
   /** @param {PlayerState} state @param {string} message */
@@ -211,6 +245,7 @@ export class Player {
       mediaErrors: this.mediaErrors,
       stalls: this.stalls,
       muted: video.muted,
+      timeline: { ...this.timeline },
     };
   }
 }

@@ -56,9 +56,13 @@ export class LiveTransport {
     this.pingTimer = 0;
   }
 
-  start() {
+  /**
+   * @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean }} [early]
+   *   a socket the page opened before this module loaded, with what it received so far
+   */
+  start(early) {
     this.stopped = false;
-    this.connect();
+    this.connect(early);
   }
 
   stop() {
@@ -67,12 +71,13 @@ export class LiveTransport {
     this.drop();
   }
 
-  /** Closes the current connection (if any) and reconnects at once: used to recover from a media error. */
-  restart() {
+  /** Closes the current connection (if any) and reconnects after `delayMs`: used to recover from a media error. */
+  restart(delayMs = 0) {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
     this.drop();
-    this.connect();
+    if (delayMs > 0) this.retryTimer = setTimeout(() => this.connect(), delayMs);
+    else this.connect();
   }
 
   /** @param {any} message */
@@ -80,10 +85,12 @@ export class LiveTransport {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
-  connect() {
+  /** @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean }} [early] */
+  connect(early) {
     if (this.connections > 0) this.retries++;
     this.connections++;
-    const socket = new WebSocket(this.url);
+    const adopt = early && early.socket.url === this.url && early.socket.readyState <= WebSocket.OPEN;
+    const socket = adopt ? early.socket : new WebSocket(this.url);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     this.expectInit = false;
@@ -105,6 +112,10 @@ export class LiveTransport {
     };
     // An error is always followed by close; nothing to do here.
     socket.onerror = () => {};
+    if (adopt) {
+      if (early.opened) socket.onopen(new Event('open'));
+      for (const data of early.messages.splice(0)) this.receive(data);
+    }
   }
 
   /** @param {string | ArrayBuffer} data */

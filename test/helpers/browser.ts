@@ -46,6 +46,7 @@ export interface PlayerSnapshot {
   mediaErrors: number;
   stalls: number;
   muted: boolean;
+  timeline: Record<string, number>;
 }
 
 export function playerSnapshot(page: Page): Promise<PlayerSnapshot> {
