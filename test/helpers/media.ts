@@ -52,6 +52,8 @@ export interface GstOptions {
   bitrate: number;
   /** Keyframe distance in frames. */
   keyframeInterval: number;
+  /** videotestsrc pattern and its properties, e.g. `ball`, or `zone-plate kx2=20 ky2=20 kt=1` (moving, costly to encode). */
+  pattern: string;
 }
 
 const GST_DEFAULTS: GstOptions = {
@@ -63,6 +65,7 @@ const GST_DEFAULTS: GstOptions = {
   framerate: 30,
   bitrate: 500,
   keyframeInterval: 30,
+  pattern: 'ball',
 };
 
 function gstVideoEncoder(o: GstOptions): string[] {
@@ -86,7 +89,7 @@ export function gstArgs(options: Partial<GstOptions>, file: string): string[] {
   const args = [
     '-q',
     'webmmux', 'name=mux', 'streamable=true', '!', 'filesink', `location=${file}`,
-    'videotestsrc', `num-buffers=${frames}`, 'pattern=ball', '!',
+    'videotestsrc', `num-buffers=${frames}`, ...`pattern=${o.pattern}`.split(' '), '!',
     `video/x-raw,format=I420,width=${o.width},height=${o.height},framerate=${o.framerate}/1`, '!',
     ...gstVideoEncoder(o), '!', 'queue', '!', 'mux.',
   ];
