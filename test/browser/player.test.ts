@@ -216,6 +216,34 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     console.log(`      after 4 s frozen: back within 1 s of live in ${caughtUpMs} ms (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
   });
 
+  it('evicts and retries when an append hits QuotaExceededError (simulated once), and plays on', async function () {
+    context = await browser.newContext();
+    const page = await context.newPage();
+    // The browser's quota is hundreds of MB: make the 90th append (about 2 s in) fail as a full buffer does.
+    await page.addInitScript(() => {
+      const append = SourceBuffer.prototype.appendBuffer;
+      let appends = 0;
+      SourceBuffer.prototype.appendBuffer = function (this: SourceBuffer, data: BufferSource) {
+        if (++appends === 90) throw new DOMException('The SourceBuffer is full', 'QuotaExceededError');
+        return append.call(this, data);
+      };
+    });
+    await page.goto(`${relay.url}/`);
+    await waitPlaying(page);
+    await waitFor('the simulated QuotaExceededError', async () => (await playerSnapshot(page)).quotaErrors > 0, 10_000);
+    const before = await sampleVideo(page);
+    await sleep(3000);
+    const after = await sampleVideo(page);
+    const s = await playerSnapshot(page);
+    const detail = JSON.stringify({ before, after, s });
+    expect(s.quotaErrors, detail).to.equal(1);
+    expect(s.evictions, detail).to.be.at.least(1);
+    expect(s.mediaErrors, detail).to.equal(0);
+    expect(s.state, detail).to.equal('playing');
+    expect(after.currentTime - before.currentTime, detail).to.be.at.least(2);
+    expect(after.decodedFrames, detail).to.be.greaterThan(before.decodedFrames);
+  });
+
   it('starts muted (autoplay) and the Unmute button unmutes', async function () {
     context = await browser.newContext();
     const page = await context.newPage();

@@ -58,4 +58,21 @@ describe('player page in Chromium when the relay restarts', function () {
     expect(after.decodedFrames, detail).to.be.greaterThan(before.decodedFrames);
     console.log(`      playing again ${backAfterMs} ms after the relay was started again (${s.retries} connection attempts)`);
   });
+
+  it('says so when the relay is full (close code 1013) and keeps trying', async function () {
+    await relay?.stop();
+    relay = await startRelay(['--max-viewers', '1']);
+    await waitLive(relay, 15_000);
+    browser ??= await launchBrowser();
+    context ??= await browser.newContext();
+    const first = await context.newPage();
+    await first.goto(`${relay.url}/`);
+    await waitState(first, 'playing', 15_000);
+    const second = await context.newPage();
+    await second.goto(`${relay.url}/`);
+    await waitState(second, 'full', 10_000);
+    expect(await second.locator('#notice').innerText()).to.match(/too many viewers; trying again in \d+(\.\d)? s/);
+    expect(await second.locator('#status').innerText()).to.equal('relay full');
+    expect((await playerSnapshot(first)).state).to.equal('playing');
+  });
 });
