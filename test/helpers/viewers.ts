@@ -161,16 +161,24 @@ export class StalledSocket {
     });
   }
 
-  /** Reads again: resolves true if the connection ends within `ms` (the relay had let it go), false if data keeps coming. */
-  async resumeAndWaitClose(ms: number): Promise<boolean> {
-    if (this.socket.destroyed) return true;
-    const closed = new Promise<boolean>((resolve) => {
-      this.socket.once('close', () => resolve(true));
-      this.socket.once('end', () => resolve(true));
+  /**
+   * Reads again, for up to `ms`: 'closed' if the connection ends (the relay closed it),
+   * 'ended' if the chunked body ends (the relay ended the response; the connection may
+   * stay open as an idle keep-alive), 'open' if data keeps coming.
+   */
+  async resumeAndWaitClose(ms: number): Promise<'closed' | 'ended' | 'open'> {
+    if (this.socket.destroyed) return 'closed';
+    let tail = Buffer.alloc(0);
+    const done = new Promise<'closed' | 'ended'>((resolve) => {
+      this.socket.once('close', () => resolve('closed'));
+      this.socket.once('end', () => resolve('closed'));
+      this.socket.on('data', (chunk: Buffer) => {
+        tail = Buffer.concat([tail, chunk.subarray(-7)]).subarray(-7);
+        if (tail.toString('latin1') === '\r\n0\r\n\r\n') resolve('ended');
+      });
     });
-    this.socket.on('data', () => {});
     this.socket.resume();
-    return Promise.race([closed, sleep(ms).then(() => false)]);
+    return Promise.race([done, sleep(ms).then(() => 'open' as const)]);
   }
 
   destroy(): void {
