@@ -10,6 +10,7 @@ const notice = $('notice');
 const unmute = /** @type {HTMLButtonElement} */ ($('unmute'));
 const statsButton = /** @type {HTMLButtonElement} */ ($('stats'));
 const fullscreen = /** @type {HTMLButtonElement} */ ($('fullscreen'));
+const playButton = /** @type {HTMLButtonElement} */ ($('play'));
 
 const params = new URLSearchParams(location.search);
 const wsUrl = new URL('live', location.href);
@@ -28,7 +29,6 @@ const STATUS_TEXT = {
   reconnecting: 'reconnecting',
   full: 'relay full',
   unsupported: 'cannot play',
-  error: 'error',
 };
 
 const player = new Player(video, {
@@ -61,6 +61,13 @@ function toggleFullscreen() {
   else void $('stage').requestFullscreen();
 }
 
+// Paused (autoplay refused, a media key): a Play button, and a click on the picture, resume at the live edge.
+video.addEventListener('pause', () => (playButton.hidden = false));
+video.addEventListener('playing', () => (playButton.hidden = true));
+playButton.addEventListener('click', () => player.play());
+video.addEventListener('click', () => {
+  if (video.paused) player.play();
+});
 unmute.addEventListener('click', toggleMute);
 statsButton.addEventListener('click', toggleStats);
 fullscreen.addEventListener('click', toggleFullscreen);

@@ -6,7 +6,7 @@ import { LatencyController } from './latency-controller.js';
 import { CLOSE_TOO_MANY_VIEWERS, LiveTransport } from './transport.js';
 
 /**
- * @typedef {'connecting' | 'buffering' | 'playing' | 'reconnecting' | 'full' | 'unsupported' | 'error'} PlayerState
+ * @typedef {'connecting' | 'buffering' | 'playing' | 'reconnecting' | 'full' | 'unsupported'} PlayerState
  */
 
 const TICK_MS = 250;
@@ -171,8 +171,15 @@ export class Player {
   }
 
   play() {
+    this.userPaused = false;
+    if (this.state === 'playing' && this.message !== '') this.setState('playing', '');
+    // After a pause: live is where the stream is now, not where the picture stopped.
+    if (this.state === 'playing') this.latency.tick();
     this.video.play().catch((error) => {
-      if (error.name === 'NotAllowedError') this.setState(this.state, 'The browser blocked autoplay: press play.');
+      if (error.name !== 'NotAllowedError') return;
+      // Wait for the person: no retrying from tick().
+      this.userPaused = true;
+      this.setState(this.state, 'The browser did not let the video start by itself: press Play.');
     });
   }
 
@@ -193,9 +200,11 @@ export class Player {
   tick() {
     if (this.state !== 'playing' && this.state !== 'reconnecting') return;
     if (this.awaitingStart) return;
-    this.latency.tick();
     this.buffer.evictBehind();
-    if (this.video.paused && !this.userPaused && this.video.buffered.length > 0) this.play();
+    // Paused by the person: the picture stays; play() goes back to the live edge.
+    if (this.video.paused && this.userPaused) return;
+    this.latency.tick();
+    if (this.video.paused && this.video.buffered.length > 0) this.play();
     this.onChange(this);
   }
 
