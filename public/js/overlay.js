@@ -2,6 +2,7 @@
 
 /** @param {number} bits */
 function formatBitrate(bits) {
+  if (bits <= 0) return '–';
   if (bits >= 1e6) return `${(bits / 1e6).toFixed(2)} Mbit/s`;
   return `${Math.round(bits / 1e3)} kbit/s`;
 }

@@ -259,30 +259,37 @@ export class Player {
   }
 }
 
-/** Bytes per second over the last few whole seconds. */
+/** Bytes per second over the last few seconds (0 until a second has been seen). */
 class RateMeter {
-  constructor(seconds = 3) {
-    this.buckets = new Float64Array(seconds + 1);
-    this.second = Math.floor(performance.now() / 1000);
+  constructor(windowMs = 3000) {
+    this.windowMs = windowMs;
+    /** @type {[number, number][]} [time, bytes] */
+    this.samples = [];
+    this.since = -1;
   }
 
   /** @param {number} bytes */
   add(bytes) {
-    this.advance();
-    this.buckets[this.second % this.buckets.length] += bytes;
+    const now = performance.now();
+    if (this.since < 0) this.since = now;
+    this.samples.push([now, bytes]);
+    this.trim(now);
   }
 
   perSecond() {
-    this.advance();
+    const now = performance.now();
+    this.trim(now);
+    const span = Math.min(this.windowMs, now - this.since);
+    if (this.since < 0 || span < 1000) return 0;
     let sum = 0;
-    const n = this.buckets.length;
-    for (let i = 1; i < n; i++) sum += this.buckets[(((this.second - i) % n) + n) % n];
-    return sum / (n - 1);
+    for (const [, bytes] of this.samples) sum += bytes;
+    return (sum * 1000) / span;
   }
 
-  advance() {
-    const now = Math.floor(performance.now() / 1000);
-    for (let s = this.second + 1; s <= Math.min(now, this.second + this.buckets.length); s++) this.buckets[s % this.buckets.length] = 0;
-    this.second = now;
+  /** @param {number} now */
+  trim(now) {
+    let drop = 0;
+    while (drop < this.samples.length && now - this.samples[drop][0] > this.windowMs) drop++;
+    if (drop > 0) this.samples.splice(0, drop);
   }
 }
