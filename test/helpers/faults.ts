@@ -11,7 +11,7 @@ import net from 'node:net';
 import WebSocket from 'ws';
 import { encoderArgs, type EncoderSettings } from '../../src/source/pipeline.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
-import { CLI, waitFor } from './relay.js';
+import { CLI, freePort, startRelay, waitFor, type RunningRelay } from './relay.js';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -422,4 +422,21 @@ export async function waitStats(url: string, what: string, check: (stats: Record
 /** Lines of a log that match `pattern`. */
 export function logLines(log: string, pattern: RegExp): string[] {
   return log.split('\n').filter((line) => pattern.test(line));
+}
+
+/**
+ * startRelay with --ingest tcp://127.0.0.1:PORT on a free port, resolved once the ingest
+ * port listens too: the relay logs "serving" before it opens the ingest port, and a
+ * producer that connects in between is refused by the kernel.
+ */
+export async function startTcpRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ relay: RunningRelay; ingestPort: number }> {
+  const ingestPort = await freePort();
+  const relay = await startRelay(['--ingest', `tcp://127.0.0.1:${ingestPort}`, ...args], env);
+  try {
+    await waitFor('the ingest port to listen', () => relay.log().includes(`listening for a producer on tcp://127.0.0.1:${ingestPort}`), 10_000);
+  } catch (error) {
+    await relay.stop('SIGKILL');
+    throw error;
+  }
+  return { relay, ingestPort };
 }

@@ -9,7 +9,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import { recordEncoder } from '../helpers/record.js';
-import { ffmpegErrors, freePort, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
+import { ffmpegErrors, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { WebmSplitter, type WebmBlock } from '../../src/webm/splitter.js';
 import {
   gstProducer,
@@ -18,6 +18,7 @@ import {
   logLines,
   prng,
   sendIngest,
+  startTcpRelay,
   stopProcess,
   streamShape,
   vmRssKb,
@@ -52,7 +53,7 @@ describe('reliability: bad producer input', function () {
   let rssStartKb: number;
 
   before(async function () {
-    this.timeout(60_000);
+    this.timeout(150_000);
     recording = await recordEncoder(3, { videoBitrateKbps: 300 });
     blocks = [];
     let headerBytes = 0;
@@ -73,14 +74,12 @@ describe('reliability: bad producer input', function () {
     expect(recording.readUInt32BE(segmentStart - 12).toString(16), 'Segment ID').to.equal('18538067');
     expect(recording[segmentStart - 8], 'unknown-size Segment').to.equal(0x01);
     expect(blocks.length).to.be.above(100);
-    ingestPort = await freePort();
-    relay = await startRelay([
-      '--ingest', `tcp://127.0.0.1:${ingestPort}`,
+    ({ relay, ingestPort } = await startTcpRelay([
       '--max-header-size', String(MAX_HEADER),
       '--max-element-size', String(MAX_ELEMENT),
       // A checking viewer starts at the next keyframe: never at a GOP cached from a bad producer.
       '--join', 'next-keyframe',
-    ]);
+    ]));
     // Warm up with one valid producer, then take the memory baseline.
     await validProducerReachesViewers('warm-up');
     rssStartKb = vmRssKb(relay.process.pid!);
@@ -228,8 +227,7 @@ describe('reliability: bad producer input', function () {
 
   it('timestamps no Cluster can hold (a block before zero, a Cluster Timecode of 2^64-1) do not crash the relay', async () => {
     // A fresh relay: a block before time zero matters for the first producer it has seen.
-    const port = await freePort();
-    const fresh = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`, '--join', 'next-keyframe']);
+    const { relay: fresh, ingestPort: port } = await startTcpRelay(['--join', 'next-keyframe']);
     try {
       const negative = Buffer.from(recording);
       for (const b of blocks.slice(0, 5)) negative.writeInt16BE(-1000, b.offset + b.timecodeOffset);

@@ -6,9 +6,9 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import { recordEncoder } from '../helpers/record.js';
-import { ffmpegErrors, freePort, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
+import { ffmpegErrors, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
-import { fdCount, HttpViewer, logLines, sendIngest, sleep, streamShape, waitStats, WsViewer } from '../helpers/faults.js';
+import { fdCount, HttpViewer, logLines, startTcpRelay, sendIngest, sleep, streamShape, waitStats, WsViewer } from '../helpers/faults.js';
 
 const SMALL = ['--width', '320', '--height', '240', '--video-bitrate', '300', '--audio-bitrate', '32'];
 /** Noise does not compress: the encoder really sends its bitrate, so a viewer that stops reading fills the kernel's buffers in seconds. */
@@ -178,7 +178,7 @@ describe('reliability: limits take effect', function () {
     let ingestPort = 0;
 
     before(async function () {
-      this.timeout(60_000);
+      this.timeout(150_000);
       recording = await recordEncoder(2, { videoBitrateKbps: 300 });
       blockOffsets = [];
       new WebmSplitter({
@@ -195,9 +195,10 @@ describe('reliability: limits take effect', function () {
       }).feed(recording);
     });
 
-    const startTcpRelay = async (args: string[]) => {
-      ingestPort = await freePort();
-      relay = await startRelay(['--ingest', `tcp://127.0.0.1:${ingestPort}`, ...args]);
+    const startIngestRelay = async (args: string[]) => {
+      const started = await startTcpRelay(args);
+      relay = started.relay;
+      ingestPort = started.ingestPort;
       return relay;
     };
     const linesFor = (localPort: number) => logLines(relay!.log(), new RegExp(`tcp 127\\.0\\.0\\.1:${localPort}: `));
@@ -213,7 +214,7 @@ describe('reliability: limits take effect', function () {
     const withClusterExtra = (extra: Buffer) => Buffer.concat([recording.subarray(0, blockOffsets[10]), extra, recording.subarray(blockOffsets[10])]);
 
     it('--max-header-size 8K: a 7 KB header is taken, a 9 KB header is rejected with a log line', async () => {
-      await startTcpRelay(['--max-header-size', '8K']);
+      await startIngestRelay(['--max-header-size', '8K']);
       const small = withHeaderExtra(element([0xec], Buffer.alloc(7 * 1024 - (headerEnd - segmentStart) - 100)));
       const big = withHeaderExtra(element([0xec], Buffer.alloc(9 * 1024)));
       const accepted = await produce(small);
@@ -225,7 +226,7 @@ describe('reliability: limits take effect', function () {
     });
 
     it('--max-element-size 64K: a 60 KB element is taken, 70 KB ones (skipped element, block) are rejected', async () => {
-      await startTcpRelay(['--max-element-size', '64K']);
+      await startIngestRelay(['--max-element-size', '64K']);
       const viewer = new HttpViewer(`${relay!.url}/live.webm`);
       open.push(viewer);
       const fits = await produce(withClusterExtra(element([0xec], Buffer.alloc(60 * 1024))));
@@ -242,7 +243,7 @@ describe('reliability: limits take effect', function () {
     });
 
     it('--ws-max-payload 256: a 256-byte message is taken, a 257-byte one closes the socket with 1009', async () => {
-      await startTcpRelay(['--ws-max-payload', '256']);
+      await startIngestRelay(['--ws-max-payload', '256']);
       const ok = new WsViewer(`ws://127.0.0.1:${relay!.port}/live`);
       const over = new WsViewer(`ws://127.0.0.1:${relay!.port}/live`);
       open.push(ok, over);

@@ -3,7 +3,7 @@
  * comes back, or comes back with other tracks. Asserted from the viewers' side.
  */
 import { expect } from 'chai';
-import { ffmpegErrors, freePort, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
+import { ffmpegErrors, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import {
   ffmpegProducer,
   gstProducer,
@@ -12,6 +12,7 @@ import {
   logLines,
   sleep,
   spawnRelay,
+  startTcpRelay,
   stopProcess,
   streamShape,
   waitStats,
@@ -52,8 +53,8 @@ describe('reliability: producer faults', function () {
   };
 
   it('incompatible restart (VP8 producer, then VP9): the HTTP response ends cleanly, WebSocket viewers get the new stream description and init segment', async () => {
-    const port = await freePort();
-    relay = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`]);
+    const { relay: started, ingestPort: port } = await startTcpRelay();
+    relay = started;
     const vp8 = gstProducer(port, { videoCodec: 'vp8' });
     await waitLive(relay, 20_000);
     const http = httpViewer(relay);
@@ -93,8 +94,8 @@ describe('reliability: producer faults', function () {
 
   it('producer disconnects: /healthz 503, viewers kept through --producer-grace and fed by the next producer; closed once the grace runs out', async () => {
     const GRACE_S = 4;
-    const port = await freePort();
-    relay = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`, '--producer-grace', String(GRACE_S)]);
+    const { relay: started, ingestPort: port } = await startTcpRelay(['--producer-grace', String(GRACE_S)]);
+    relay = started;
     const first = gstProducer(port);
     await waitLive(relay, 20_000);
     const http = httpViewer(relay);
@@ -133,14 +134,14 @@ describe('reliability: producer faults', function () {
   });
 
   it('PUT /ingest: 404 without --ingest-token', async () => {
-    relay = await startRelay(['--ingest', `tcp://127.0.0.1:${await freePort()}`]);
+    relay = (await startTcpRelay()).relay;
     const response = await fetch(`${relay.url}/ingest`, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}` }, body: 'x' });
     expect(response.status).to.equal(404);
     expect((await waitStats(relay.url, 'stats', () => true)).ingest.producers).to.equal(0);
   });
 
   it('PUT /ingest: 401 for a wrong or missing token; an ffmpeg producer with the right one reaches the viewers', async () => {
-    relay = await startRelay(['--ingest', `tcp://127.0.0.1:${await freePort()}`, '--ingest-token', TOKEN]);
+    relay = (await startTcpRelay(['--ingest-token', TOKEN])).relay;
     for (const authorization of [`Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(0, -1)}`, 'Bearer ', TOKEN, `Basic ${TOKEN}`, undefined]) {
       const headers: Record<string, string> = authorization === undefined ? {} : { authorization };
       const response = await fetch(`${relay.url}/ingest`, { method: 'PUT', headers, body: 'not webm' });
