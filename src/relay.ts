@@ -36,6 +36,7 @@ export class Relay {
   private wss: WebSocketServer | null = null;
   private readonly metrics: Registry;
   private readonly startedAt = Date.now();
+  private stopping = false;
   /** Resolves with a message when the relay cannot go on (e.g. GStreamer missing). */
   readonly fatal: Promise<string>;
   private reportFatal!: (message: string) => void;
@@ -74,6 +75,12 @@ export class Relay {
   /** Starts serving viewers and taking the stream. Resolves with the bound HTTP port. */
   async start(): Promise<number> {
     const config = this.config;
+    const ingest = config.ingest;
+    // Ports first, so that once "serving" is logged a producer can connect too.
+    let encoderPort = 0;
+    if (ingest.kind === 'encoder') encoderPort = await this.ingest.listenTcp('127.0.0.1', 0);
+    else if (ingest.kind === 'tcp') await this.ingest.listenTcp(ingest.host, ingest.port);
+
     const { server, wss } = createServer(this.hub, {
       publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
       wsMaxPayloadBytes: config.wsMaxPayloadBytes,
@@ -88,15 +95,15 @@ export class Relay {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
     });
+    // A shutdown that began while we were binding must not be followed by a new encoder.
+    if (this.stopping) return 0;
     const port = (server.address() as { port: number }).port;
     log.info(`serving http://${config.host}:${port}/ (player), /live.webm, WebSocket /live`);
 
-    const ingest = config.ingest;
     switch (ingest.kind) {
       case 'encoder': {
         // The encoder connects to a port of our own that only this machine can reach.
-        const ingestPort = await this.ingest.listenTcp('127.0.0.1', 0);
-        const args = encoderArgs(config, ingestPort);
+        const args = encoderArgs(config, encoderPort);
         log.info(`encoder: ${config.gstLaunch} ${args.join(' ')}`);
         this.encoder = new Supervisor({ command: config.gstLaunch, args });
         this.encoder.on('fatal', (message: string) => this.reportFatal(message));
@@ -104,9 +111,6 @@ export class Relay {
         this.encoder.start();
         break;
       }
-      case 'tcp':
-        await this.ingest.listenTcp(ingest.host, ingest.port);
-        break;
       case 'stdin':
         this.ingest.readStdin(() => log.info('standard input ended'));
         break;
@@ -119,6 +123,7 @@ export class Relay {
 
   /** Stops taking new viewers, closes the current ones, stops the encoder. */
   async stop(): Promise<void> {
+    this.stopping = true;
     const closing: Promise<unknown>[] = [];
     if (this.http) {
       const server = this.http;
