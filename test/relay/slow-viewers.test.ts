@@ -104,7 +104,7 @@ describe('relay: slow viewers (--max-queue 256K --stall-timeout 3, 3 Mbit/s of n
     for (let i = 1; i < parsed.length; i++) {
       const run = overlap(parsed[0].clusters, parsed[i].clusters);
       if (typeof run === 'string') expect.fail(`normal viewers 0 and ${i}: ${run}`);
-      expect(run.compared).to.be.greaterThan(3);
+      expect(run.compared).to.be.at.least(2);
     }
     const errors = await mapLimit(bodies, 2, (b) => decodeErrors(trimToCompleteBlocks(b)));
     errors.forEach((lines, i) => expect(lines, `decoding normal viewer ${i}`).to.deep.equal([]));
