@@ -4,9 +4,9 @@
  */
 import { expect } from 'chai';
 import http from 'node:http';
-import { HttpViewer, gstChildren, waitStats } from '../helpers/faults.js';
+import { HttpViewer, WsViewer, gstChildren, waitStats } from '../helpers/faults.js';
 import { capture, countProcesses, startRelay, trimToCompleteBlocks as trimmed, waitFor, waitLive, type Capture, type RunningRelay } from '../helpers/relay.js';
-import { backwardsInClusters, contiguousRun, decodeErrors, mapLimit, parseStream, shutdown, sleep } from '../helpers/viewers.js';
+import { backwardsInClusters, contiguousRun, decodeErrors, mapLimit, overlap, parseStream, shutdown, sleep } from '../helpers/viewers.js';
 
 const EBML_MAGIC = Buffer.from([0x1a, 0x45, 0xdf, 0xa3]);
 
@@ -78,6 +78,7 @@ describe('relay: encoder mode, default arguments', function () {
   });
 
   it('HEAD /live.webm returns the headers only and adds no viewer', async () => {
+    const before = await waitStats(relay.url, 'stats', () => true);
     const response = await head(`${relay.url}/live.webm`);
     expect(response.status).to.equal(200);
     expect(response.headers['content-type']).to.equal('video/webm');
@@ -85,6 +86,7 @@ describe('relay: encoder mode, default arguments', function () {
     expect(response.bodyBytes).to.equal(0);
     const stats = await waitStats(relay.url, 'no viewers', (s) => s.viewers === 0, 3000);
     expect(stats.viewers).to.equal(0);
+    expect(stats.joins, 'viewers ever joined').to.equal(before.joins);
   });
 
   it('Range: bytes=0- gets the live stream (200, from the init segment)', async () => {
@@ -189,6 +191,38 @@ describe('relay: encoder mode, default arguments', function () {
       expect(back, `block ${back} goes back in time`).to.equal(-1);
       for (const c of parsed.clusters) if (c.blocks.length > 0) expect(c.blocks[0].timecode).to.be.at.least(c.timecode);
     });
+  });
+
+  it('a WebSocket viewer of /live gets the stream description, the same init segment and the same clusters as an HTTP viewer', async () => {
+    const httpViewer = new HttpViewer(`${relay.url}/live.webm`);
+    const wsViewer = new WsViewer(`ws://127.0.0.1:${relay.port}/live`);
+    try {
+      await wsViewer.opened;
+      await waitFor(
+        'both viewers to receive 2 complete clusters',
+        () => [httpViewer.body, Buffer.concat(wsViewer.messages.flatMap((m) => (m.binary ? [m.binary] : [])))].every((b) => parseStream(b).clusters.filter((c) => c.complete).length >= 2),
+        30_000,
+      );
+    } finally {
+      httpViewer.close();
+      wsViewer.close();
+    }
+    const first = wsViewer.messages[0];
+    expect(first.text, 'the first message is the stream description').to.be.a('string');
+    const description = JSON.parse(first.text!) as { type: string; mimeType: string; tracks: { kind: string; codec: string }[] };
+    expect(description.type).to.equal('stream');
+    expect(description.mimeType).to.equal('video/webm; codecs="vp8,opus"');
+    expect(description.tracks.map((t) => `${t.kind}:${t.codec}`)).to.deep.equal(['video:vp8', 'audio:opus']);
+    expect(wsViewer.messages.slice(1).every((m) => m.binary), 'then binary messages only').to.equal(true);
+    const ws = parseStream(Buffer.concat(wsViewer.messages.slice(1).map((m) => m.binary!)));
+    const http = parseStream(httpViewer.body);
+    expect(ws.errors).to.deep.equal([]);
+    expect(ws.headers).to.equal(1);
+    expect(ws.init!.equals(http.init!), 'same init segment').to.equal(true);
+    expect(ws.clusters[0].blocks[0]).to.include({ video: true, keyframe: true });
+    const run = overlap(http.clusters, ws.clusters);
+    if (typeof run === 'string') expect.fail(run);
+    expect(run.compared).to.be.at.least(2);
   });
 
   it('still runs exactly one encoder after all that', async () => {

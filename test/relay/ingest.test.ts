@@ -134,6 +134,8 @@ describe('relay: ingest from a live ffmpeg producer (VP9 + Opus, -live 1, cluste
     relay = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`]);
     const r = relay;
     await waitFor('the ingest port', () => /listening for a producer/.test(r.log()), 5000);
+    const idle = await fetch(`${r.url}/healthz`);
+    expect(idle.status, '/healthz with no producer yet').to.equal(503);
     // The brief's command line, as a user would type it.
     const args = [
       '-hide_banner', '-nostdin', '-v', 'error',
