@@ -74,8 +74,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-header-size', value: 'BYTES', default: '1M', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', help: 'largest message accepted from a WebSocket client' },
-  { name: 'ingest-token', value: 'SECRET', default: '', help: 'accept a producer from any host on PUT /ingest with "Authorization: Bearer SECRET" (at least 16 characters)' },
-  { name: 'public-dir', value: 'DIR', default: '', help: 'directory of the player page (default: the package\'s public/)' },
+  { name: 'ingest-token', value: 'SECRET', default: '', help: 'accept a producer from any host on PUT /ingest with "Authorization: Bearer SECRET" (at least 16 characters; unset: PUT /ingest is off)' },
+  { name: 'public-dir', value: 'DIR', default: '', help: 'directory of the player page (unset: the package\'s public/)' },
 ];
 
 export class ConfigError extends Error {

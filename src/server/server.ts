@@ -43,6 +43,8 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
       'Cache-Control': 'no-store',
       'Accept-Ranges': 'none',
       'X-Content-Type-Options': 'nosniff',
+      // The response lasts as long as the stream: when it ends, so does the connection.
+      Connection: 'close',
     });
     if (req.method === 'HEAD') {
       if (hub.full) res.status(503);
