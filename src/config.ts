@@ -62,7 +62,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'framerate', value: 'FPS', default: '30', help: 'video frames per second' },
   { name: 'video-bitrate', value: 'KBPS', default: '1000', help: 'video bitrate, kbit/s' },
   { name: 'audio-bitrate', value: 'KBPS', default: '64', help: 'audio bitrate, kbit/s' },
-  { name: 'keyframe-interval', value: 'S', default: '1', help: 'seconds between keyframes (a new viewer waits at most this long)' },
+  { name: 'keyframe-interval', value: 'S', default: '1', help: 'seconds between keyframes, where new viewers start (the encoder counts frames: frames dropped on an overloaded machine space them further)' },
   { name: 'video-codec', value: 'CODEC', default: 'vp8', help: 'vp8 or vp9' },
   { name: 'audio-codec', value: 'CODEC', default: 'opus', help: 'opus or vorbis' },
   { name: 'gst-launch', value: 'PATH', default: 'gst-launch-1.0', help: 'the gst-launch-1.0 program' },

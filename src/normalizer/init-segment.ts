@@ -1,6 +1,6 @@
 import { forEachChild, type StreamInfo } from '../webm/header.js';
 import { ID } from '../webm/ids.js';
-import { vintLength } from '../webm/vint.js';
+import { readUint, vintLength } from '../webm/vint.js';
 import type { WebmHeader } from '../webm/splitter.js';
 
 /** Segment with an unknown size: the stream has no end a viewer could know of. */
@@ -34,33 +34,36 @@ export function buildInitSegment(header: WebmHeader): InitSegment {
  * stall of up to a GOP). Without it, each frame lasts until the next one.
  */
 function withoutVideoDefaultDuration(tracks: Buffer): Buffer {
-  const idLength = vintLength(tracks[0]);
-  const dataStart = idLength + vintLength(tracks[idLength]);
-  const entries: Buffer[] = [];
-  forEachChild(tracks, dataStart, tracks.length, (id, childStart, end, start) => {
-    const entry = tracks.subarray(start, end);
+  return rebuildChildren(tracks, (id, entry) => {
+    if (id !== ID.TrackEntry) return entry;
     let video = false;
-    if (id === ID.TrackEntry) {
-      forEachChild(tracks, childStart, end, (childId, s, e) => {
-        if (childId === ID.TrackType && e - s === 1 && tracks[s] === 1) video = true;
-      });
-    }
-    entries.push(video ? withoutChild(entry, ID.DefaultDuration) : entry);
+    forEachChild(entry, bodyStart(entry), entry.length, (childId, s, e) => {
+      if (childId === ID.TrackType && readUint(entry, s, e) === 1) video = true;
+    });
+    return video ? withoutChild(entry, ID.DefaultDuration) : entry;
   });
-  const body = Buffer.concat(entries);
-  return Buffer.concat([tracks.subarray(0, idLength), encodeLength(body.length), body]);
 }
 
 /** A copy of a master element without its children of one ID. */
 function withoutChild(element: Buffer, dropId: number): Buffer {
-  const idLength = vintLength(element[0]);
-  const dataStart = idLength + vintLength(element[idLength]);
+  return rebuildChildren(element, (id, child) => (id === dropId ? null : child));
+}
+
+/** A copy of a master element whose children are what `map` returns for each (null: left out). */
+function rebuildChildren(element: Buffer, map: (id: number, child: Buffer) => Buffer | null): Buffer {
   const kept: Buffer[] = [];
-  forEachChild(element, dataStart, element.length, (id, _s, end, start) => {
-    if (id !== dropId) kept.push(element.subarray(start, end));
+  forEachChild(element, bodyStart(element), element.length, (id, _s, end, start) => {
+    const child = map(id, element.subarray(start, end));
+    if (child) kept.push(child);
   });
   const body = Buffer.concat(kept);
-  return Buffer.concat([element.subarray(0, idLength), encodeLength(body.length), body]);
+  return Buffer.concat([element.subarray(0, vintLength(element[0])), encodeLength(body.length), body]);
+}
+
+/** Where a well-formed element's body starts, after its ID and size. */
+function bodyStart(element: Buffer): number {
+  const idLength = vintLength(element[0]);
+  return idLength + vintLength(element[idLength]);
 }
 
 /** An 8-byte size field, so rebuilding never changes with the body's length class. */
