@@ -1,0 +1,349 @@
+/**
+ * The viewers' side of bench/fanout.ts, in a process of its own: replays the recording
+ * into the server under test in real time (when given an ingest), holds N reader
+ * sockets that read and discard, and times each Cluster's arrival against the moment
+ * its bytes were written to the ingest (same process, same clock).
+ *
+ * Config: JSON in argv[2]. Control on stdin, one word a line: `start` (begin the
+ * measurement window), `stop` (end it, print the result), `quit`. Status on stdout,
+ * one JSON object a line.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import readline from 'node:readline';
+import { quantile, sendPlan } from './fanout-lib.js';
+
+export interface ReadersConfig {
+  /** Where viewers connect. `http`: GET /live.webm; `raw`: connect and read (tcpserversink). */
+  protocol: 'http' | 'raw';
+  port: number;
+  viewers: number;
+  /** The recording to replay, and where: `tcp:PORT` or a FIFO path. Absent: the server encodes itself. */
+  recording?: string;
+  ingest?: string;
+  /** Connect viewers once this long after the first media write; -1: before it (after the header). */
+  connectAfterMs: number;
+}
+
+const config = JSON.parse(process.argv[2]) as ReadersConfig;
+const out = (message: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(message)}\n`);
+
+// --- sender ------------------------------------------------------------------------
+
+/** Cluster timecode (ms) -> when its bytes went into the ingest, and when a reordering relay could release it. */
+const sentAt = new Map<number, number>();
+const releasedAt = new Map<number, number>();
+let mediaStart = -1;
+let senderDone = false;
+
+/** Opens the ingest and writes the stream header; resolves with a function that replays the media. */
+async function openSender(): Promise<() => Promise<void>> {
+  const bytes = fs.readFileSync(config.recording!);
+  const plan = sendPlan(bytes);
+  let sink: net.Socket;
+  if (config.ingest!.startsWith('tcp:')) {
+    sink = net.connect({ host: '127.0.0.1', port: Number(config.ingest!.slice(4)), noDelay: true });
+    await new Promise<void>((resolve, reject) => sink.once('connect', resolve).once('error', reject));
+  } else {
+    const fd = fs.openSync(config.ingest!, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    sink = new net.Socket({ fd, readable: false, writable: true });
+  }
+  sink.on('error', (error) => out({ type: 'sender-error', message: error.message }));
+  sink.write(bytes.subarray(0, plan.headerEnd));
+  return () => replay(sink, bytes, plan);
+}
+
+async function replay(sink: net.Socket, bytes: Buffer, plan: ReturnType<typeof sendPlan>): Promise<void> {
+  const start = performance.now() + 50;
+  mediaStart = start;
+  let i = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (i < plan.writes.length && start + plan.writes[i].at <= now) {
+        const w = plan.writes[i++];
+        sink.write(bytes.subarray(w.start, w.end));
+        const t = performance.now();
+        for (const tc of w.marks) if (!sentAt.has(tc)) sentAt.set(tc, t);
+        for (const tc of w.releases) releasedAt.set(tc, t);
+      }
+      if (i >= plan.writes.length) return resolve();
+      setTimeout(tick, Math.max(0, start + plan.writes[i].at - performance.now()));
+    };
+    setTimeout(tick, 50);
+  });
+  senderDone = true;
+  out({ type: 'sent', writes: plan.writes.length });
+  // Keep the ingest open: a producer that ends starts the relay's grace period, not what we measure.
+}
+
+// --- readers -----------------------------------------------------------------------
+
+const CLUSTER_ID = Buffer.from([0x1f, 0x43, 0xb6, 0x75]);
+/** Cluster ID, 8-byte size, Timecode ID, 1-byte size, up to 8 bytes: 22. */
+const TAIL = 32;
+
+let measuring = false;
+const latencies: number[] = [];
+const fanoutLatencies: number[] = [];
+let unmatched = 0;
+let errors = 0;
+let closed = 0;
+
+class Reader {
+  socket!: net.Socket;
+  bytes = 0;
+  windowBytes = 0;
+  connected = false;
+  /** HTTP: 0 headers, 1 chunk size line, 2 chunk data, 3 CRLF after data. */
+  private state = 0;
+  private remaining = 0;
+  private line = '';
+  /** The last payload bytes, for IDs and timecodes cut across reads. */
+  private readonly tail = Buffer.alloc(TAIL * 2);
+  private tailLength = 0;
+  private payloadOffset = 0;
+  private handledUpTo = -1;
+
+  constructor() {
+    if (config.protocol === 'raw') {
+      this.state = 2;
+      this.remaining = Infinity;
+    }
+  }
+
+  /** Bytes as read from the socket. */
+  onData(buf: Buffer, start: number, end: number): void {
+    this.bytes += end - start;
+    if (measuring) this.windowBytes += end - start;
+    let i = start;
+    while (i < end) {
+      switch (this.state) {
+        case 0: {
+          const text = buf.toString('latin1', i, end);
+          this.line += text;
+          const at = this.line.indexOf('\r\n\r\n');
+          if (at < 0) return;
+          const status = /^HTTP\/1\.1 (\d+)/.exec(this.line)?.[1];
+          if (status !== '200') {
+            errors++;
+            this.socket.destroy();
+            return;
+          }
+          const chunked = /transfer-encoding:\s*chunked/i.test(this.line.slice(0, at));
+          i = end - (this.line.length - (at + 4));
+          this.line = '';
+          this.state = chunked ? 1 : 2;
+          this.remaining = chunked ? 0 : Infinity;
+          break;
+        }
+        case 1: {
+          const nl = buf.indexOf(10, i);
+          if (nl < 0 || nl >= end) {
+            this.line += buf.toString('latin1', i, end);
+            return;
+          }
+          this.line += buf.toString('latin1', i, nl);
+          this.remaining = parseInt(this.line, 16);
+          this.line = '';
+          i = nl + 1;
+          this.state = this.remaining === 0 ? 0 : 2;
+          break;
+        }
+        case 2: {
+          const take = Math.min(end - i, this.remaining);
+          this.payload(buf, i, i + take);
+          i += take;
+          if (config.protocol === 'http') {
+            this.remaining -= take;
+            if (this.remaining === 0) {
+              this.state = 3;
+              this.remaining = 2;
+            }
+          }
+          break;
+        }
+        case 3: {
+          const take = Math.min(end - i, this.remaining);
+          i += take;
+          this.remaining -= take;
+          if (this.remaining === 0) this.state = 1;
+          break;
+        }
+      }
+    }
+  }
+
+  private payload(buf: Buffer, start: number, end: number): void {
+    const now = performance.now();
+    // IDs starting in the tail (cut by the previous read, or too near its end to parse).
+    if (this.tailLength > 0) {
+      const extra = Math.min(TAIL, end - start);
+      buf.copy(this.tail, this.tailLength, start, start + extra);
+      const joined = this.tail.subarray(0, this.tailLength + extra);
+      let at = joined.indexOf(CLUSTER_ID);
+      while (at >= 0 && at < this.tailLength) {
+        this.found(joined, at, this.payloadOffset - this.tailLength + at, now);
+        at = joined.indexOf(CLUSTER_ID, at + 1);
+      }
+    }
+    const view = buf.subarray(start, end);
+    let at = view.indexOf(CLUSTER_ID);
+    while (at >= 0) {
+      this.found(view, at, this.payloadOffset + at, now);
+      at = view.indexOf(CLUSTER_ID, at + 1);
+    }
+    // Keep the last TAIL bytes.
+    const length = end - start;
+    if (length >= TAIL) {
+      buf.copy(this.tail, 0, end - TAIL, end);
+      this.tailLength = TAIL;
+    } else {
+      const keep = Math.min(this.tailLength, TAIL - length);
+      this.tail.copy(this.tail, 0, this.tailLength - keep, this.tailLength);
+      buf.copy(this.tail, keep, start, end);
+      this.tailLength = keep + length;
+    }
+    this.payloadOffset += length;
+  }
+
+  private found(bytes: Buffer, at: number, streamOffset: number, now: number): void {
+    if (streamOffset <= this.handledUpTo) return;
+    const timecode = readClusterTimecode(bytes, at);
+    if (timecode === INCOMPLETE) return; // again with the next read, from the tail
+    this.handledUpTo = streamOffset;
+    if (timecode < 0 || !measuring) return;
+    const sent = sentAt.get(timecode);
+    if (sent === undefined) {
+      unmatched++;
+      return;
+    }
+    latencies.push(now - sent);
+    const released = releasedAt.get(timecode);
+    // Released after it arrived: the server did not wait for it (tcpserversink).
+    fanoutLatencies.push(now - (released !== undefined && released < now ? Math.max(sent, released) : sent));
+  }
+}
+
+const INCOMPLETE = -2;
+/** The timecode after a Cluster ID at `at`, in ms (timecode scale 1 ms), -1 if it is not a cluster header. */
+function readClusterTimecode(b: Buffer, at: number): number {
+  let p = at + 4;
+  if (p >= b.length) return INCOMPLETE;
+  const sizeLength = Math.clz32(b[p]) - 23;
+  if (sizeLength < 1 || sizeLength > 8) return -1;
+  p += sizeLength;
+  if (p + 2 > b.length) return INCOMPLETE;
+  if (b[p] !== 0xe7) return -1;
+  const length = b[p + 1] & 0x7f;
+  if ((b[p + 1] & 0x80) === 0 || length < 1 || length > 8) return -1;
+  p += 2;
+  if (p + length > b.length) return INCOMPLETE;
+  let value = 0;
+  for (let k = 0; k < length; k++) value = value * 256 + b[p + k];
+  return value;
+}
+
+const readers: Reader[] = [];
+/** One receive buffer for every socket: data is looked at synchronously and dropped. */
+const shared = Buffer.alloc(256 << 10);
+
+function connect(reader: Reader): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.connect({
+      host: '127.0.0.1',
+      port: config.port,
+      onread: {
+        buffer: shared,
+        callback: (n: number, buf: Uint8Array) => {
+          reader.onData(buf as Buffer, 0, n);
+          return true;
+        },
+      },
+    });
+    reader.socket = socket;
+    socket.once('connect', () => {
+      reader.connected = true;
+      if (config.protocol === 'http') socket.write(`GET /live.webm HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUser-Agent: fanout-bench\r\n\r\n`);
+      resolve();
+    });
+    socket.on('error', () => {
+      errors++;
+      resolve();
+    });
+    socket.on('close', () => closed++);
+  });
+}
+
+async function connectAll(connected: () => void): Promise<void> {
+  for (let i = 0; i < config.viewers; i++) readers.push(new Reader());
+  // Paced, not awaited: tcpserversink listens with a backlog of 5 and drops SYNs beyond it
+  // (the client retries a second later), so waiting on each connect would take minutes.
+  const gapMs = config.protocol === 'raw' ? 2 : 1;
+  const pending: Promise<void>[] = [];
+  for (const reader of readers) {
+    pending.push(connect(reader));
+    await new Promise((r) => setTimeout(r, gapMs));
+  }
+  await Promise.all(pending);
+  connected();
+  // Wait until every reader has had some bytes.
+  const deadline = performance.now() + 15_000;
+  while (readers.some((r) => r.bytes === 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+function summary(values: number[]): { count: number; p50: number; p99: number; max: number } {
+  const sorted = Float64Array.from(values).sort();
+  return { count: sorted.length, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.length ? sorted[sorted.length - 1] : NaN };
+}
+
+let windowStart = 0;
+const input = readline.createInterface({ input: process.stdin });
+input.on('line', (line) => {
+  const command = line.trim();
+  if (command === 'start') {
+    latencies.length = 0;
+    fanoutLatencies.length = 0;
+    unmatched = 0;
+    for (const r of readers) r.windowBytes = 0;
+    measuring = true;
+    windowStart = performance.now();
+    out({ type: 'started' });
+  } else if (command === 'stop') {
+    measuring = false;
+    const seconds = (performance.now() - windowStart) / 1000;
+    const rates = readers.map((r) => (r.windowBytes * 8) / seconds).sort((a, b) => a - b);
+    out({
+      type: 'result',
+      seconds,
+      latency: summary(latencies),
+      fanoutLatency: summary(fanoutLatencies),
+      unmatched,
+      senderDone,
+      errors,
+      closed,
+      connected: readers.filter((r) => r.connected).length,
+      minBitrate: rates[0] ?? 0,
+      medianBitrate: rates[rates.length >> 1] ?? 0,
+    });
+  } else if (command === 'quit') {
+    for (const r of readers) r.socket?.destroy();
+    process.exit(0);
+  }
+});
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const replayMedia = config.recording ? await openSender() : null;
+  const startMedia = () => void replayMedia?.().catch((error: Error) => out({ type: 'sender-error', message: error.message }));
+  if (config.connectAfterMs >= 0) {
+    startMedia();
+    await new Promise((r) => setTimeout(r, config.connectAfterMs));
+  }
+  out({ type: 'connecting', mediaMs: mediaStart > 0 ? performance.now() - mediaStart : performance.now() - started });
+  await connectAll(config.connectAfterMs < 0 ? startMedia : () => {});
+  out({ type: 'ready', connected: readers.filter((r) => r.bytes > 0).length, errors, mediaMs: mediaStart > 0 ? performance.now() - mediaStart : 0 });
+}
+
+void main();

@@ -1,0 +1,425 @@
+/**
+ * "Prove the economics": what one more viewer costs the relay, next to GStreamer's
+ * tcpserversink (native C, the same job without HTTP), and what encoding once saves
+ * next to the seed's one encoder per viewer.
+ *
+ *   npm run build && npm run bench:fanout
+ *   node dist/bench/fanout.js --viewers 100,300 --window 5 --reps 1 --encoders none
+ *
+ * Options (or environment): --viewers LIST (FANOUT_VIEWERS, default 100,300,1000),
+ * --window S (FANOUT_WINDOW_S, 10), --reps N (FANOUT_REPS, 1; medians are reported),
+ * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,tcpserversink
+ * (FANOUT_TARGETS). The 20 s recording is cached in the temp directory
+ * (FANOUT_RERECORD=1 makes a new one).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { cpuSeconds, encoderArgsWithSink, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import type { ReadersConfig } from './fanout-readers.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const CLI = path.resolve(HERE, '../src/cli.js');
+const READERS = path.resolve(HERE, 'fanout-readers.js');
+/** About 20 s would do; 30 leaves room for connecting 1000 readers, warm-up and the window. */
+const RECORDING_S = 30;
+
+const { values: argv } = parseArgs({
+  options: {
+    viewers: { type: 'string' },
+    window: { type: 'string' },
+    reps: { type: 'string' },
+    encoders: { type: 'string' },
+    targets: { type: 'string' },
+  },
+});
+const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
+const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
+const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
+const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
+const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
+const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,tcpserversink') as Target[];
+const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
+
+type Target = 'relay' | 'tcpserversink';
+
+/** Runs argv with a higher open-files limit, keeping the PID (exec). */
+function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'pipe' | 'ignore'; stdinFrom?: string } = {}): ChildProcess {
+  const redirect = options.stdinFrom ? ` < '${options.stdinFrom}'` : '';
+  return spawn('bash', ['-c', `ulimit -n 8192 2>/dev/null; exec "$@"${redirect}`, 'bash', ...args], {
+    env: { ...process.env, ...options.env },
+    stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
+  });
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+const listening = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** The readers process: JSON lines out, commands in. */
+class Readers {
+  readonly child: ChildProcess;
+  private lines: Record<string, unknown>[] = [];
+  private waiters: (() => void)[] = [];
+  stderr = '';
+
+  constructor(config: ReadersConfig) {
+    this.child = spawnWithFiles([process.execPath, READERS, JSON.stringify(config)], { stdin: 'pipe' });
+    let buffered = '';
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (text: string) => {
+      buffered += text;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        try {
+          this.lines.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          continue;
+        }
+        for (const w of this.waiters.splice(0)) w();
+      }
+    });
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+  }
+
+  async next(type: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const at = this.lines.findIndex((l) => l.type === type);
+      if (at >= 0) return this.lines.splice(at, 1)[0];
+      if (this.child.exitCode !== null) throw new Error(`readers exited: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`readers: no "${type}" within ${timeoutMs} ms\n${this.stderr}`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 200);
+      });
+    }
+  }
+
+  send(command: string): void {
+    this.child.stdin!.write(`${command}\n`);
+  }
+
+  async quit(): Promise<void> {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.send('quit');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+interface FanoutResult {
+  target: Target;
+  viewers: number;
+  /** Cores (CPU seconds per second) over the window. */
+  cpu: number;
+  readersCpu: number;
+  hwm: number;
+  rssBefore: number;
+  rssAfter: number;
+  perViewer: number;
+  p50: number;
+  p99: number;
+  max: number;
+  fanP50: number;
+  fanP99: number;
+  samples: number;
+  minMbps: number;
+  errors: number;
+}
+
+/** One server under test fed the paced recording, N readers, one measurement window. */
+async function runFanout(target: Target, viewers: number, file: string): Promise<FanoutResult> {
+  const viewerPort = await freePort();
+  let server: ChildProcess;
+  let ingest: string;
+  let fifo: string | null = null;
+  let log = '';
+  if (target === 'relay') {
+    const ingestPort = await freePort();
+    ingest = `tcp:${ingestPort}`;
+    server = spawnWithFiles(
+      [process.execPath, ...list(process.env.FANOUT_RELAY_NODE_ARGS ?? '').join(' ').split(' ').filter(Boolean), CLI, '--ingest', `tcp://127.0.0.1:${ingestPort}`, '--host', '127.0.0.1', '--port', String(viewerPort), '--max-viewers', '100000', ...list(process.env.FANOUT_RELAY_ARGS ?? '').join(' ').split(' ').filter(Boolean)],
+      { env: { WEBM_RELAY_LOG: 'warn' } },
+    );
+    await waitFor('the relay to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
+  } else {
+    fifo = path.join(os.tmpdir(), `fanout-${process.pid}-${viewerPort}.fifo`);
+    spawnSync('mkfifo', [fifo]);
+    ingest = fifo;
+    // fdsrc reads whatever the pipe holds (up to 64 KiB), as the relay's socket reads do.
+    server = spawnWithFiles(
+      ['gst-launch-1.0', '-q', 'fdsrc', 'fd=0', 'blocksize=65536', '!', 'tcpserversink', 'host=127.0.0.1', `port=${viewerPort}`, 'sync-method=latest-keyframe', 'sync=false'],
+      { stdinFrom: fifo },
+    );
+  }
+  server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const pid = server.pid!;
+  const readers = new Readers({ protocol: target === 'relay' ? 'http' : 'raw', port: viewerPort, viewers, recording: file, ingest, connectAfterMs: -1 });
+  try {
+    if (target === 'tcpserversink') await waitFor('tcpserversink to listen', () => listening(viewerPort));
+    await readers.next('connecting');
+    const rssBefore = memory(pid).rss;
+    const ready = await readers.next('ready', 60_000);
+    const connected = Number(ready.connected);
+    if (connected < viewers * 0.9) throw new Error(`only ${connected} of ${viewers} readers got data\n${log}\n${readers.stderr}`);
+    if (connected < viewers) console.log(`  warning: ${target}: only ${connected} of ${viewers} readers got data in time`);
+    await sleep(WARMUP_MS);
+    readers.send('start');
+    await readers.next('started');
+    const cpu0 = cpuSeconds(pid);
+    const rcpu0 = cpuSeconds(readers.child.pid!);
+    const t0 = performance.now();
+    await sleep(WINDOW_S * 1000);
+    readers.send('stop');
+    const cpu1 = cpuSeconds(pid);
+    const rcpu1 = cpuSeconds(readers.child.pid!);
+    const seconds = (performance.now() - t0) / 1000;
+    const mem = memory(pid);
+    const result = (await readers.next('result')) as {
+      latency: { p50: number; p99: number; max: number; count: number };
+      fanoutLatency: { p50: number; p99: number };
+      minBitrate: number;
+      senderDone: boolean;
+      errors: number;
+      closed: number;
+    };
+    if (result.senderDone) console.log(`  warning: the recording ran out before the end of the window (${target}, N=${viewers})`);
+    return {
+      target,
+      viewers,
+      cpu: (cpu1 - cpu0) / seconds,
+      readersCpu: (rcpu1 - rcpu0) / seconds,
+      hwm: mem.hwm,
+      rssBefore,
+      rssAfter: mem.rss,
+      perViewer: (mem.rss - rssBefore) / connected,
+      p50: result.latency.p50,
+      p99: result.latency.p99,
+      max: result.latency.max,
+      fanP50: result.fanoutLatency.p50,
+      fanP99: result.fanoutLatency.p99,
+      samples: result.latency.count,
+      minMbps: result.minBitrate / 1e6,
+      errors: result.errors + result.closed,
+    };
+  } finally {
+    await readers.quit().catch(() => {});
+    await stopProcess(server);
+    if (fifo) fs.rmSync(fifo, { force: true });
+  }
+}
+
+interface EncoderResult {
+  viewers: number;
+  /** Seed: N pipelines, cores. */
+  seed: number;
+  /** Relay: its node process and its one encoder, cores. */
+  relayNode: number;
+  relayEncoder: number;
+}
+
+async function seedEncoders(n: number): Promise<number> {
+  const args = encoderArgsWithSink(['fakesink', 'sync=false']);
+  const pipelines = Array.from({ length: n }, () => spawn('gst-launch-1.0', args, { stdio: 'ignore' }));
+  try {
+    await sleep(WARMUP_MS);
+    const before = pipelines.map((p) => cpuSeconds(p.pid!));
+    const t0 = performance.now();
+    await sleep(WINDOW_S * 1000);
+    const after = pipelines.map((p) => cpuSeconds(p.pid!));
+    const seconds = (performance.now() - t0) / 1000;
+    if (pipelines.some((p) => p.exitCode !== null)) throw new Error('a seed pipeline exited early');
+    return after.reduce((sum, a, i) => sum + a - before[i], 0) / seconds;
+  } finally {
+    await Promise.all(pipelines.map((p) => stopProcess(p)));
+  }
+}
+
+async function relayEncodingOnce(n: number): Promise<{ node: number; encoder: number }> {
+  const port = await freePort();
+  const relay = spawnWithFiles([process.execPath, CLI, '--host', '127.0.0.1', '--port', String(port), '--video-bitrate', String(VIDEO_BITRATE_KBPS)], {
+    env: { WEBM_RELAY_LOG: 'warn' },
+  });
+  let readers: Readers | null = null;
+  try {
+    await waitFor('the relay to go live', async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => null))?.status === 200, 20_000);
+    const stats = (await (await fetch(`http://127.0.0.1:${port}/api/stats`)).json()) as { encoder: { pid: number | null } | null };
+    const encoderPid = stats.encoder?.pid;
+    if (!encoderPid) throw new Error('no encoder pid in /api/stats');
+    readers = new Readers({ protocol: 'http', port, viewers: n, connectAfterMs: 0 });
+    await readers.next('ready');
+    await sleep(WARMUP_MS);
+    const node0 = cpuSeconds(relay.pid!);
+    const enc0 = cpuSeconds(encoderPid);
+    const t0 = performance.now();
+    await sleep(WINDOW_S * 1000);
+    const seconds = (performance.now() - t0) / 1000;
+    return { node: (cpuSeconds(relay.pid!) - node0) / seconds, encoder: (cpuSeconds(encoderPid) - enc0) / seconds };
+  } finally {
+    await readers?.quit().catch(() => {});
+    await stopProcess(relay);
+  }
+}
+
+// --- report ------------------------------------------------------------------------
+
+const f = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '-');
+const kib = (bytes: number) => (Number.isFinite(bytes) ? `${(bytes / 1024).toFixed(1)}` : '-');
+const mib = (bytes: number) => (Number.isFinite(bytes) ? `${(bytes / 1048576).toFixed(1)}` : '-');
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function medianResult(results: FanoutResult[]): FanoutResult {
+  const m = (key: keyof FanoutResult) => median(results.map((r) => r[key] as number));
+  return {
+    target: results[0].target,
+    viewers: results[0].viewers,
+    cpu: m('cpu'),
+    readersCpu: m('readersCpu'),
+    hwm: m('hwm'),
+    rssBefore: m('rssBefore'),
+    rssAfter: m('rssAfter'),
+    perViewer: m('perViewer'),
+    p50: m('p50'),
+    p99: m('p99'),
+    max: m('max'),
+    fanP50: m('fanP50'),
+    fanP99: m('fanP99'),
+    samples: m('samples'),
+    minMbps: m('minMbps'),
+    errors: m('errors'),
+  };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const host = machine();
+  console.log(`fanout bench: ${host.cpu}, ${host.cores} cores, ${host.kernel}, node ${host.node}, GStreamer ${host.gstreamer}`);
+  console.log(`viewers ${VIEWERS.join(',')}; window ${WINDOW_S} s after ${WARMUP_MS / 1000} s warm-up; ${REPS} repetition(s), medians`);
+  const file = await recording(RECORDING_S);
+  const plan = sendPlan(fs.readFileSync(file));
+  console.log(
+    `recording: ${file}, ${(plan.durationMs / 1000).toFixed(1)} s, ${(plan.bitrate / 1e6).toFixed(2)} Mbit/s, ${plan.clusters} clusters, ${plan.keyframes} keyframes, replayed in ${plan.writes.length} paced writes`,
+  );
+
+  const runs = new Map<string, FanoutResult[]>();
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const n of VIEWERS) {
+      for (const target of TARGETS) {
+        const r = await runFanout(target, n, file);
+        console.log(
+          `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.perViewer)} KiB/viewer, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+        );
+        const key = `${target}/${n}`;
+        runs.set(key, [...(runs.get(key) ?? []), r]);
+      }
+    }
+  }
+
+  const encoders: EncoderResult[] = [];
+  for (const n of ENCODERS) {
+    const seed = await seedEncoders(n);
+    const once = await relayEncodingOnce(n);
+    encoders.push({ viewers: n, seed, relayNode: once.node, relayEncoder: once.encoder });
+    console.log(`  encoders N=${n}: seed ${f(seed)} cores; relay ${f(once.encoder)} (gst) + ${f(once.node)} (node) cores`);
+  }
+
+  console.log('');
+  console.log(`Machine: ${host.cpu}, ${host.cores} cores; node ${host.node}; GStreamer ${host.gstreamer}; stream ${(plan.bitrate / 1e6).toFixed(2)} Mbit/s VP8+Opus`);
+  console.log(`Window ${WINDOW_S} s, ${REPS} repetition(s), medians. CPU in cores (CPU-seconds per second); latency: cluster bytes into the ingest -> at the reader.`);
+  if (VIEWERS.length > 0 && TARGETS.length > 0) {
+    const rows: string[][] = [];
+    for (const n of VIEWERS) {
+      const get = (t: Target) => (runs.has(`${t}/${n}`) ? medianResult(runs.get(`${t}/${n}`)!) : null);
+      const relay = get('relay');
+      const gst = get('tcpserversink');
+      for (const r of [relay, gst]) {
+        if (!r) continue;
+        rows.push([
+          `${r.target}`,
+          String(n),
+          f(r.cpu, 3),
+          mib(r.hwm),
+          kib(r.perViewer),
+          f(r.p50, 1),
+          f(r.p99, 1),
+          f(r.fanP99, 1),
+          f(r.minMbps),
+        ]);
+      }
+      if (relay && gst) {
+        rows.push([
+          '  ratio relay/gst',
+          String(n),
+          f(relay.cpu / gst.cpu),
+          f(relay.hwm / gst.hwm),
+          f(relay.perViewer / gst.perViewer),
+          f(relay.p50 / gst.p50),
+          f(relay.p99 / gst.p99),
+          f(relay.fanP99 / gst.fanP99),
+          '',
+        ]);
+      }
+    }
+    console.log(table(['server', 'N', 'CPU cores', 'peak RSS MiB', 'RSS/viewer KiB', 'lat p50 ms', 'lat p99 ms', 'fan-out p99 ms', 'min Mbit/s'], rows));
+    console.log('fan-out p99: from the later of the keyframe\'s bytes and the first block of every other track at or after it (what a relay that orders blocks across tracks must wait for).');
+  }
+  if (encoders.length > 0) {
+    console.log('');
+    console.log(
+      table(
+        ['viewers', 'seed: N encoders', 'relay: encoder', 'relay: node', 'relay total', 'seed/relay'],
+        encoders.map((e) => [String(e.viewers), f(e.seed), f(e.relayEncoder), f(e.relayNode), f(e.relayEncoder + e.relayNode), f(e.seed / (e.relayEncoder + e.relayNode))]),
+      ),
+    );
+  }
+  console.log(`\n(${((Date.now() - started) / 1000).toFixed(0)} s)`);
+}
+
+main().catch((error: Error) => {
+  console.error(error.stack ?? String(error));
+  process.exit(1);
+});
