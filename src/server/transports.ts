@@ -1,26 +1,81 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { ViewerTransport } from '../hub/hub.js';
 import type { InitSegment } from '../normalizer/init-segment.js';
 
-/** `GET /live.webm`: one long chunked response. A `<video>` cannot take a second header. */
+const CRLF_LENGTH = 2;
+
+/**
+ * Chunked framing (`SIZE\r\n DATA \r\n`) in one Buffer, made once per chunk: the hub
+ * sends the same Buffer to every viewer, so every viewer gets the same framed Buffer
+ * too (and a GOP replayed to a joining viewer is framed once, not once per viewer).
+ */
+const framedChunks = new WeakMap<Buffer, Buffer>();
+let lastData: Buffer | null = null;
+let lastFramed: Buffer | null = null;
+
+function framed(data: Buffer): Buffer {
+  if (data === lastData) return lastFramed!;
+  let frame = framedChunks.get(data);
+  if (!frame) {
+    const head = `${data.length.toString(16)}\r\n`;
+    frame = Buffer.allocUnsafe(head.length + data.length + CRLF_LENGTH);
+    frame.write(head, 0, 'latin1');
+    data.copy(frame, head.length);
+    frame[frame.length - 2] = 0x0d;
+    frame[frame.length - 1] = 0x0a;
+    framedChunks.set(data, frame);
+  }
+  lastData = data;
+  lastFramed = frame;
+  return frame;
+}
+
+/**
+ * `GET /live.webm`: one long chunked response. A `<video>` cannot take a second header.
+ *
+ * Once the response head is out, media goes straight to the socket: one write per
+ * chunk, framed once for all viewers, instead of `res.write()`'s three writes (size
+ * line, data, CRLF) and its per-call bookkeeping for every viewer.
+ */
 export class HttpTransport implements ViewerTransport {
   readonly kind = 'http';
+  /** Set once the head is sent and the socket is this response's alone. */
+  private socket: Socket | null = null;
+  private chunked = true;
 
   constructor(private readonly response: ServerResponse) {}
 
   send(data: Buffer): void {
-    this.response.write(data);
+    const socket = this.socket ?? this.takeSocket();
+    if (!socket) this.response.write(data);
+    else if (this.chunked) socket.write(framed(data));
+    else socket.write(data);
   }
 
   get pendingBytes(): number {
-    return this.response.writableLength;
+    return this.socket ? this.socket.writableLength : this.response.writableLength;
   }
 
   sendInit(init: InitSegment, replacing: boolean): boolean {
     if (replacing) return false;
-    this.response.write(init.bytes);
+    this.send(init.bytes);
     return true;
+  }
+
+  /** Sends the head, then returns the socket if bytes may be written to it directly. */
+  private takeSocket(): Socket | null {
+    const response = this.response;
+    if (response.writableEnded || response.destroyed) return null;
+    if (!response.headersSent) response.flushHeaders();
+    const socket = response.socket;
+    // A response queued behind another on a kept-alive connection does not own its socket yet.
+    if (!socket || (socket as Socket & { _httpMessage?: unknown })._httpMessage !== response || !socket.writable) return null;
+    // HTTP/1.0 clients get a body delimited by the connection's close, unframed.
+    this.chunked = response.chunkedEncoding;
+    this.socket = socket;
+    return socket;
   }
 
   close(): void {
