@@ -20,6 +20,12 @@ export interface HubOptions {
   stallTimeoutMs: number;
   /** After the producer goes away, how long viewers are kept for the next one. */
   producerGraceMs: number;
+  /**
+   * In a stream with video, media that holds no video block (audio packets) waits at most
+   * this long for the next video frame and goes out with it: one socket write per viewer
+   * per frame instead of one per frame and one per audio packet. 0 sends at once.
+   */
+  coalesceMs: number;
 }
 
 export const DEFAULT_HUB_OPTIONS: HubOptions = {
@@ -28,6 +34,7 @@ export const DEFAULT_HUB_OPTIONS: HubOptions = {
   maxQueueBytes: 4 << 20,
   stallTimeoutMs: 10_000,
   producerGraceMs: 30_000,
+  coalesceMs: 40,
 };
 
 /** A viewer's connection, as the hub sees it. */
@@ -89,8 +96,9 @@ export interface HubStats {
 /**
  * Holds the init segment and the current GOP and fans each chunk of the normalized
  * stream out to every viewer. Media is gathered while one ingest read is processed
- * and joined once into a chunk: every viewer then gets that same Buffer, one write
- * per viewer per read, whatever the number of blocks in it.
+ * (and, in a stream with video, until a video block is in: see `coalesceMs`) and
+ * joined once into a chunk: every viewer then gets that same Buffer, one write per
+ * viewer per chunk, whatever the number of blocks in it.
  */
 export class Hub implements NormalizedStream {
   readonly options: HubOptions;
@@ -98,6 +106,10 @@ export class Hub implements NormalizedStream {
   private gop: MediaChunk[] = [];
   private batch: Buffer[] = [];
   private batchKeyframe = false;
+  /** The batch holds a video block (or the stream has no video): it goes out at the next flush. */
+  private batchReady = false;
+  private videoTracks = new Set<number>();
+  private coalesceTimer: NodeJS.Timeout | null = null;
   private readonly viewers = new Set<Viewer>();
   private producerLive = false;
   private graceTimer: NodeJS.Timeout | null = null;
@@ -123,8 +135,9 @@ export class Hub implements NormalizedStream {
   // --- the normalized stream comes in -------------------------------------------
 
   init(init: InitSegment): void {
-    this.flush();
+    this.sendBatch();
     this.current = init;
+    this.videoTracks = new Set(init.info.tracks.filter((t) => t.kind === 'video').map((t) => t.number));
     this.gop = [];
     this.counters.initSegments++;
     for (const viewer of this.viewers) {
@@ -138,18 +151,42 @@ export class Hub implements NormalizedStream {
     this.counters.clusters++;
     if (keyframe) {
       this.counters.keyframeClusters++;
-      this.flush();
+      this.sendBatch();
       this.batchKeyframe = true;
     }
     this.batch.push(bytes);
   }
 
-  block(parts: Buffer[]): void {
+  block(parts: Buffer[], track?: number): void {
     for (const part of parts) this.batch.push(part);
+    if (track === undefined || this.videoTracks.size === 0 || this.videoTracks.has(track)) this.batchReady = true;
   }
 
-  /** Sends what has gathered since the last flush: call after each ingest read. */
+  /**
+   * Sends what has gathered since the last flush: call after each ingest read. Media
+   * without a video block may wait up to `coalesceMs` for the next video frame.
+   */
   flush(): void {
+    if (this.batch.length === 0) return;
+    if (this.batchReady || this.options.coalesceMs <= 0) return this.sendBatch();
+    if (!this.coalesceTimer) {
+      this.coalesceTimer = setTimeout(this.coalesced, this.options.coalesceMs);
+      this.coalesceTimer.unref();
+    }
+  }
+
+  private readonly coalesced = () => {
+    this.coalesceTimer = null;
+    this.sendBatch();
+  };
+
+  /** Sends the batch now, whatever it holds. */
+  private sendBatch(): void {
+    if (this.coalesceTimer) {
+      clearTimeout(this.coalesceTimer);
+      this.coalesceTimer = null;
+    }
+    this.batchReady = false;
     if (this.batch.length === 0) return;
     const chunk: MediaChunk = { data: Buffer.concat(this.batch), keyframe: this.batchKeyframe };
     this.batch = [];
@@ -170,7 +207,7 @@ export class Hub implements NormalizedStream {
 
   /** The producer is gone: keep viewers for the grace period, then let them go. */
   producerEnded(): void {
-    this.flush();
+    this.sendBatch();
     this.producerLive = false;
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = setTimeout(() => {
@@ -267,6 +304,8 @@ export class Hub implements NormalizedStream {
 
   close(reason: string): void {
     clearInterval(this.stallTimer);
+    if (this.coalesceTimer) clearTimeout(this.coalesceTimer);
+    this.coalesceTimer = null;
     if (this.graceTimer) clearTimeout(this.graceTimer);
     for (const viewer of this.viewers) this.remove(viewer, reason);
   }
