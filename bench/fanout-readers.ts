@@ -249,7 +249,7 @@ const readers: Reader[] = [];
 /** One receive buffer for every socket: data is looked at synchronously and dropped. */
 const shared = Buffer.alloc(256 << 10);
 
-function connect(reader: Reader): Promise<void> {
+function connect(reader: Reader, attempt = 0): Promise<void> {
   return new Promise((resolve) => {
     const socket = net.connect({
       host: '127.0.0.1',
@@ -268,11 +268,18 @@ function connect(reader: Reader): Promise<void> {
       if (config.protocol === 'http') socket.write(`GET /live.webm HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUser-Agent: fanout-bench\r\n\r\n`);
       resolve();
     });
-    socket.on('error', () => {
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      // tcpserversink listens only once its pipeline runs, a moment after the header is in.
+      if (!reader.connected && error.code === 'ECONNREFUSED' && attempt < 50) {
+        setTimeout(() => void connect(reader, attempt + 1).then(resolve), 100);
+        return;
+      }
       errors++;
       resolve();
     });
-    socket.on('close', () => closed++);
+    socket.on('close', () => {
+      if (reader.connected) closed++;
+    });
   });
 }
 
