@@ -18,6 +18,7 @@ export function createMetrics(stats: () => RelayStats): Registry {
       },
     });
   gauge('viewers', 'Connected viewers by transport', (s) => s.viewersByTransport, 'transport');
+  gauge('connections', 'Open viewer connections, probe requests included', (s) => s.connections);
   gauge('live', '1 while a producer is sending a stream', (s) => (s.live ? 1 : 0));
   gauge('bitrate_bits_per_second', 'Media bitrate over the last seconds', (s) => s.bitrate);
   gauge('clusters_total', 'Clusters relayed', (s) => s.clusters);

@@ -78,7 +78,10 @@ export interface Viewer {
 }
 
 export interface HubStats {
+  /** Connections that have taken media (not just the header). */
   viewers: number;
+  /** Every open viewer connection, probes included: what --max-viewers limits. */
+  connections: number;
   viewersByTransport: Record<ViewerTransport['kind'], number>;
   live: boolean;
   /** Bits per second of media over the last few seconds. */
@@ -291,10 +294,15 @@ export class Hub implements NormalizedStream {
   }
 
   stats(): HubStats {
+    // Browsers open and drop probe requests on <video src>: a connection counts as a
+    // viewer once its socket has taken media, more than the init segment.
     const byTransport = { http: 0, ws: 0 };
-    for (const viewer of this.viewers) byTransport[viewer.transport.kind]++;
+    for (const viewer of this.viewers) {
+      if (viewer.sentBytes > viewer.transport.pendingBytes) byTransport[viewer.transport.kind]++;
+    }
     return {
-      viewers: this.viewers.size,
+      viewers: byTransport.http + byTransport.ws,
+      connections: this.viewers.size,
       viewersByTransport: byTransport,
       live: this.live,
       bitrate: Math.round(this.rate.perSecond() * 8),
