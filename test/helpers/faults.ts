@@ -13,7 +13,8 @@ import { encoderArgs, type EncoderSettings } from '../../src/source/pipeline.js'
 import { WebmSplitter } from '../../src/webm/splitter.js';
 import { CLI, freePort, startRelay, waitFor, type RunningRelay } from './relay.js';
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+import { sleep } from './relay.js';
+export { sleep };
 
 // --- processes -------------------------------------------------------------------
 
@@ -391,17 +392,7 @@ export function streamShape(bytes: Buffer): StreamShape {
   return shape;
 }
 
-/** Deterministic PRNG (mulberry32) for reproducible fuzz cases. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from './ebml-builder.js';
 
 /** Polls /api/stats until `check` holds. */
 export async function waitStats(url: string, what: string, check: (stats: Record<string, any>) => boolean, timeoutMs = 15_000): Promise<Record<string, any>> {

@@ -53,6 +53,8 @@ export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {
   };
 }
 
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 /** Polls until `check` is true or the time is up. */
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

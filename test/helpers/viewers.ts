@@ -10,7 +10,8 @@ import type { RunningRelay } from './relay.js';
 import type { StreamInfo } from '../../src/webm/header.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+import { sleep } from './relay.js';
+export { sleep };
 
 export interface ParsedBlock {
   track: number;
