@@ -50,7 +50,7 @@ function firstDifference(a: Buffer, b: Buffer): number {
 /** Connects one viewer, then lets `feed` publish; resolves with what the viewer got by the time the relay ended its response. */
 async function viewerOfWholeStream(relay: RunningRelay, feed: () => void): Promise<HttpViewer> {
   const viewer = new HttpViewer(`${relay.url}/live.webm`);
-  await waitStats(relay.url, 'the viewer to be connected', (s) => s.viewers === 1, 5000);
+  await waitStats(relay.url, 'the viewer to be connected', (s) => s.connections === 1, 5000);
   feed();
   // --producer-grace 0: the relay ends every response as soon as the producer has gone.
   await Promise.race([viewer.done, new Promise((_, reject) => setTimeout(() => reject(new Error('the response did not end within 20 s')), 20_000))]);
