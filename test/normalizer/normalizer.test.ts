@@ -134,6 +134,25 @@ describe('normalizer on real encoder output', function () {
     expect(ffmpegErrors(output)).to.deep.equal([]);
   });
 
+  it('an audio-only stream is cut into clusters of about a second, in time order', () => {
+    const ffmpeg = spawnSync(
+      'ffmpeg',
+      ['-v', 'error', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=5', '-c:a', 'libopus', '-f', 'webm', '-live', '1', 'pipe:1'],
+      { maxBuffer: 16 << 20 },
+    );
+    expect(ffmpeg.status, ffmpeg.stderr.toString()).to.equal(0);
+    const { output, inits } = normalize(ffmpeg.stdout);
+    expect(inits[0].info.mimeType).to.equal('audio/webm; codecs="opus"');
+    const result = parse(output);
+    const starts = result.clusters.map((c) => c.timecode);
+    const spans = starts.slice(1).map((t, i) => t - starts[i]);
+    expect(result.clusters.length, `cluster starts ${starts}`).to.be.within(4, 6);
+    for (const span of spans) expect(span, `cluster spans ${spans}`).to.be.within(1000, 1040);
+    expect(backwardSteps(result.blocks)).to.equal(0);
+    expect(result.blocks.length).to.equal(parse(ffmpeg.stdout).blocks.length);
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+  });
+
   it('a producer restarted with the same tracks continues the stream: one header, time goes on', () => {
     const { output, inits, normalizer } = normalize(vp8, vp8);
     const result = parse(output);
