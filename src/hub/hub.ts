@@ -26,6 +26,12 @@ export interface HubOptions {
    * per frame instead of one per frame and one per audio packet. 0 sends at once.
    */
   coalesceMs: number;
+  /**
+   * Most bytes of the current GOP kept for joining viewers. A producer that sends no
+   * keyframe for long would otherwise grow it without end; past this, joiners wait
+   * for the next keyframe, as with `next-keyframe`.
+   */
+  maxGopBytes: number;
 }
 
 export const DEFAULT_HUB_OPTIONS: HubOptions = {
@@ -35,6 +41,7 @@ export const DEFAULT_HUB_OPTIONS: HubOptions = {
   stallTimeoutMs: 10_000,
   producerGraceMs: 30_000,
   coalesceMs: 40,
+  maxGopBytes: 32 << 20,
 };
 
 /** A viewer's connection, as the hub sees it. */
@@ -107,6 +114,7 @@ export class Hub implements NormalizedStream {
   readonly options: HubOptions;
   private current: InitSegment | null = null;
   private gop: MediaChunk[] = [];
+  private gopBytes = 0;
   private batch: Buffer[] = [];
   private batchKeyframe = false;
   /** The batch holds a video block (or the stream has no video): it goes out at the next flush. */
@@ -141,7 +149,7 @@ export class Hub implements NormalizedStream {
     this.sendBatch();
     this.current = init;
     this.videoTracks = new Set(init.info.tracks.filter((t) => t.kind === 'video').map((t) => t.number));
-    this.gop = [];
+    this.clearGop();
     this.counters.initSegments++;
     for (const viewer of this.viewers) {
       if (!viewer.hasInit) continue;
@@ -194,9 +202,13 @@ export class Hub implements NormalizedStream {
     const chunk: MediaChunk = { data: Buffer.concat(this.batch), keyframe: this.batchKeyframe };
     this.batch = [];
     this.batchKeyframe = false;
-    if (chunk.keyframe) this.gop = [];
+    if (chunk.keyframe) this.clearGop();
     // Before the first keyframe there is nothing a viewer could start with.
-    if (chunk.keyframe || this.gop.length > 0) this.gop.push(chunk);
+    if (chunk.keyframe || this.gop.length > 0) {
+      this.gop.push(chunk);
+      this.gopBytes += chunk.data.length;
+      if (this.gopBytes > this.options.maxGopBytes) this.clearGop();
+    }
     this.rate.add(chunk.data.length);
     for (const tap of this.taps) tap(chunk.data, chunk.keyframe);
     for (const viewer of this.viewers) this.deliver(viewer, chunk);
@@ -216,10 +228,15 @@ export class Hub implements NormalizedStream {
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
       this.current = null;
-      this.gop = [];
+      this.clearGop();
       for (const viewer of this.viewers) this.remove(viewer, 'no producer');
     }, this.options.producerGraceMs);
     this.graceTimer.unref();
+  }
+
+  private clearGop(): void {
+    this.gop = [];
+    this.gopBytes = 0;
   }
 
   // --- viewers ------------------------------------------------------------------

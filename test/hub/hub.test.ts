@@ -1,0 +1,81 @@
+import { expect } from 'chai';
+import { Hub, type ViewerTransport } from '../../src/hub/hub.js';
+import type { InitSegment } from '../../src/normalizer/init-segment.js';
+
+/** A transport that keeps what it is sent, and reports a backlog the test sets. */
+class RecordingTransport implements ViewerTransport {
+  readonly kind = 'http';
+  received: Buffer[] = [];
+  pendingBytes = 0;
+  closed: string | null = null;
+  send(data: Buffer): void {
+    this.received.push(data);
+  }
+  sendInit(init: InitSegment, replacing: boolean): boolean {
+    if (replacing) return false;
+    this.received.push(init.bytes);
+    return true;
+  }
+  close(reason: string): void {
+    this.closed = reason;
+  }
+}
+
+const INIT = { bytes: Buffer.from('init'), info: { docType: 'webm', timecodeScale: 1e6, tracks: [{ number: 1, kind: 'video', codecId: 'V_VP8' }], mimeType: 'video/webm; codecs="vp8"' } } as InitSegment;
+
+/** One video frame of `size` bytes; a keyframe starts its own cluster. */
+function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
+  const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
+  if (keyframe) hub.cluster(Buffer.from('cluster'), 0, true);
+  hub.block([data], 1);
+  hub.flush();
+  return data;
+}
+
+describe('hub', () => {
+  let hub: Hub;
+  afterEach(() => hub.close('test over'));
+
+  it('joins a new viewer at the latest keyframe with the whole GOP since', () => {
+    hub = new Hub();
+    hub.init(INIT);
+    frame(hub, 100, true);
+    frame(hub, 10, false);
+    frame(hub, 10, false);
+    const viewer = new RecordingTransport();
+    hub.add(viewer);
+    expect(Buffer.concat(viewer.received).length).to.equal(4 + 7 + 100 + 10 + 10);
+  });
+
+  it('keeps at most maxGopBytes for joiners; past it they wait for the next keyframe', () => {
+    hub = new Hub({ maxGopBytes: 1000 });
+    hub.init(INIT);
+    frame(hub, 500, true);
+    for (let i = 0; i < 10; i++) frame(hub, 100, false);
+    const late = new RecordingTransport();
+    hub.add(late);
+    expect(late.received.map((b) => b.toString()), 'only the init segment').to.deep.equal(['init']);
+    frame(hub, 50, false);
+    expect(late.received, 'no frame before a keyframe').to.have.length(1);
+    frame(hub, 300, true);
+    expect(Buffer.concat(late.received).length).to.equal(4 + 7 + 300);
+  });
+
+  it('a viewer past maxQueueBytes skips whole chunks and resumes at a keyframe once drained', () => {
+    hub = new Hub({ maxQueueBytes: 1000 });
+    hub.init(INIT);
+    const slow = new RecordingTransport();
+    hub.add(slow);
+    frame(hub, 100, true);
+    slow.pendingBytes = 5000;
+    frame(hub, 10, false);
+    frame(hub, 10, false);
+    slow.pendingBytes = 0;
+    frame(hub, 10, false);
+    expect(hub.stats().skips).to.equal(1);
+    const key = frame(hub, 200, true);
+    const got = slow.received.map((b) => b.length);
+    expect(got, 'init, keyframe cluster, then the next keyframe cluster').to.deep.equal([4, 7 + 100, 7 + 200]);
+    expect(slow.received.at(-1)!.subarray(7).equals(key)).to.equal(true);
+  });
+});
