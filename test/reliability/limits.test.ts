@@ -229,6 +229,8 @@ describe('reliability: limits take effect', function () {
       await startIngestRelay(['--max-element-size', '64K']);
       const viewer = new HttpViewer(`${relay!.url}/live.webm`);
       open.push(viewer);
+      // Connected before the stream arrives, so it gets all of it, not only the last GOP.
+      await waitStats(relay!.url, 'the viewer to connect', (s) => s.connections === 1);
       const fits = await produce(withClusterExtra(element([0xec], Buffer.alloc(60 * 1024))));
       expect(fits).to.include('producer ended after');
       expect(fits).to.not.include('rejected');
