@@ -41,17 +41,21 @@ export interface Media {
 
 export type VideoCodec = 'vp8' | 'vp9' | 'av1';
 
-export interface GstOptions {
+/** What both generators make: how long, how large, how fast, how often a keyframe. */
+interface MediaShape {
   videoCodec: VideoCodec;
-  audioCodec: 'opus' | 'vorbis' | 'none';
   seconds: number;
   width: number;
   height: number;
   framerate: number;
   /** Video bitrate, kbit/s. */
   bitrate: number;
-  /** Keyframe distance in frames. */
+  /** Keyframe distance (GOP length) in frames. */
   keyframeInterval: number;
+}
+
+export interface GstOptions extends MediaShape {
+  audioCodec: 'opus' | 'vorbis' | 'none';
   /** videotestsrc pattern and its properties, e.g. `ball`, or `zone-plate kx2=20 ky2=20 kt=1` (moving, costly to encode). */
   pattern: string;
 }
@@ -113,17 +117,8 @@ export function gstWebm(options: Partial<GstOptions> = {}): Media {
   return { path: file, bytes: readFileSync(file) };
 }
 
-export interface FfmpegOptions {
-  videoCodec: VideoCodec;
+export interface FfmpegOptions extends MediaShape {
   audioCodec: 'opus' | 'none';
-  seconds: number;
-  width: number;
-  height: number;
-  framerate: number;
-  /** Video bitrate, kbit/s. */
-  bitrate: number;
-  /** GOP length in frames. */
-  keyframeInterval: number;
   /** `-live 1`: no Cues, no seeking back; clusters still have known sizes. */
   live: boolean;
   pixFmt: string;
