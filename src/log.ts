@@ -2,11 +2,7 @@
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<LogLevel | 'silent', number> = { debug: 0, info: 1, warn: 2, error: 3, silent: 4 };
 
-let threshold = ORDER[(process.env.WEBM_RELAY_LOG as LogLevel) ?? 'info'] ?? ORDER.info;
-
-export function setLogLevel(level: LogLevel | 'silent'): void {
-  threshold = ORDER[level];
-}
+const threshold = ORDER[(process.env.WEBM_RELAY_LOG as LogLevel) ?? 'info'] ?? ORDER.info;
 
 export interface Logger {
   debug(message: string): void;

@@ -75,7 +75,6 @@ const enum ViewerState {
 
 export interface Viewer {
   readonly transport: ViewerTransport;
-  readonly since: number;
   state: ViewerState;
   hasInit: boolean;
   sentBytes: number;
@@ -126,7 +125,6 @@ export class Hub implements NormalizedStream {
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly stallTimer: NodeJS.Timeout;
   private readonly rate = new RateMeter();
-  private readonly taps = new Set<(data: Buffer, keyframe: boolean) => void>();
   private readonly counters = { clusters: 0, keyframeClusters: 0, bytesOut: 0, joins: 0, rejected: 0, skips: 0, stallDisconnects: 0, initSegments: 0 };
 
   constructor(options: Partial<HubOptions> = {}) {
@@ -210,7 +208,6 @@ export class Hub implements NormalizedStream {
       if (this.gopBytes > this.options.maxGopBytes) this.clearGop();
     }
     this.rate.add(chunk.data.length);
-    for (const tap of this.taps) tap(chunk.data, chunk.keyframe);
     for (const viewer of this.viewers) this.deliver(viewer, chunk);
   }
 
@@ -253,7 +250,7 @@ export class Hub implements NormalizedStream {
       return null;
     }
     const now = Date.now();
-    const viewer: Viewer = { transport, since: now, state: ViewerState.AwaitKeyframe, hasInit: false, sentBytes: 0, lastProgress: now, lastPending: 0 };
+    const viewer: Viewer = { transport, state: ViewerState.AwaitKeyframe, hasInit: false, sentBytes: 0, lastProgress: now, lastPending: 0 };
     this.viewers.add(viewer);
     this.counters.joins++;
     if (this.current) {
@@ -269,12 +266,6 @@ export class Hub implements NormalizedStream {
   remove(viewer: Viewer, reason?: string): void {
     if (!this.viewers.delete(viewer)) return;
     if (reason) viewer.transport.close(reason);
-  }
-
-  /** Receives every chunk sent to live viewers (for tests and recording). */
-  tap(listener: (data: Buffer, keyframe: boolean) => void): () => void {
-    this.taps.add(listener);
-    return () => this.taps.delete(listener);
   }
 
   private deliver(viewer: Viewer, chunk: MediaChunk): void {

@@ -38,10 +38,6 @@ export class Ingest {
     private readonly limits: Partial<SplitterLimits>,
   ) {}
 
-  get busy(): boolean {
-    return this.session !== null;
-  }
-
   stats(): IngestStats {
     return {
       state: this.session ? 'receiving' : 'waiting',

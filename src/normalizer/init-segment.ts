@@ -1,4 +1,4 @@
-import { forEachChild, type StreamInfo } from '../webm/header.js';
+import { bodyStart, forEachChild, type StreamInfo } from '../webm/header.js';
 import { ID } from '../webm/ids.js';
 import { readUint, vintLength } from '../webm/vint.js';
 import type { WebmHeader } from '../webm/splitter.js';
@@ -58,12 +58,6 @@ function rebuildChildren(element: Buffer, map: (id: number, child: Buffer) => Bu
   });
   const body = Buffer.concat(kept);
   return Buffer.concat([element.subarray(0, vintLength(element[0])), encodeLength(body.length), body]);
-}
-
-/** Where a well-formed element's body starts, after its ID and size. */
-function bodyStart(element: Buffer): number {
-  const idLength = vintLength(element[0]);
-  return idLength + vintLength(element[idLength]);
 }
 
 /** An 8-byte size field, so rebuilding never changes with the body's length class. */

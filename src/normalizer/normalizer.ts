@@ -78,10 +78,6 @@ export class Normalizer {
     this.options = { ...DEFAULT_NORMALIZER_OPTIONS, ...options };
   }
 
-  get initSegment(): InitSegment | null {
-    return this.current;
-  }
-
   header(header: WebmHeader): void {
     this.flush();
     const next = buildInitSegment(header);

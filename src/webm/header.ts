@@ -27,6 +27,12 @@ export interface StreamInfo {
   mimeType: string;
 }
 
+/** Where a well-formed element's body starts, after its ID and size fields. */
+export function bodyStart(element: Uint8Array): number {
+  const idLength = vintLength(element[0]);
+  return idLength + vintLength(element[idLength]);
+}
+
 /** Calls `visit` for each element laid out in buf[start, end). Stops at malformed data. */
 export function forEachChild(
   buf: Buffer,

@@ -1,6 +1,7 @@
 import { ChunkQueue, joinParts } from './chunk-queue.js';
 import { ID, LEVEL1_IDS } from './ids.js';
 import {
+  bodyStart,
   mimeTypeFor,
   parseDocType,
   parseTimecodeScale,
@@ -157,16 +158,6 @@ export class WebmSplitter {
     this.limits = { ...DEFAULT_SPLITTER_LIMITS, ...limits };
   }
 
-  /** The current stream's header info, once the header has been reported. */
-  get streamInfo(): StreamInfo | null {
-    return this.info;
-  }
-
-  /** Bytes consumed so far. */
-  get position(): number {
-    return this.offset;
-  }
-
   get ended(): boolean {
     return this.state === State.Done;
   }
@@ -187,17 +178,6 @@ export class WebmSplitter {
     }
     this.state = State.Done;
     this.handler.end();
-  }
-
-  /** Forgets everything: the next byte fed must start a new stream. */
-  reset(): void {
-    this.queue.clear();
-    this.state = State.ElementHeader;
-    this.offset = 0;
-    this.sawEbmlHeader = false;
-    this.headerParts = null;
-    this.info = null;
-    this.inCluster = false;
   }
 
   private run(): void {
@@ -349,7 +329,7 @@ export class WebmSplitter {
       this.headerElement(id, joinParts(parts));
     } else if (id === ID.Timecode) {
       const bytes = joinParts(parts);
-      this.clusterTimecode = readUint(bytes, headerLengthOf(bytes), bytes.length);
+      this.clusterTimecode = readUint(bytes, bodyStart(bytes), bytes.length);
       this.handler.cluster({
         timecode: this.clusterTimecode,
         timecodeScale: this.info!.timecodeScale,
@@ -371,7 +351,6 @@ export class WebmSplitter {
 
   private emitHeader(): boolean {
     const ebml = this.ebml;
-    const bodyStart = headerLengthOf;
     if (!ebml) return this.fail('NOT_WEBM', 'Cluster before an EBML header');
     const docType = parseDocType(ebml, bodyStart(ebml), ebml.length);
     if (docType !== 'webm' && docType !== 'matroska') {
@@ -461,12 +440,6 @@ export class WebmSplitter {
     this.handler.error(new SplitterError(code, message, offset));
     return false;
   }
-}
-
-/** Length of the ID and size fields at the start of a well-formed element buffer. */
-function headerLengthOf(bytes: Buffer): number {
-  const idLength = vintLength(bytes[0]);
-  return idLength + vintLength(bytes[idLength]);
 }
 
 /** Random access to the bytes of an element held as slices, without joining them. */
