@@ -114,6 +114,8 @@ export class Hub implements NormalizedStream {
   private current: InitSegment | null = null;
   private gop: MediaChunk[] = [];
   private gopBytes = 0;
+  private watchingCount = 0;
+  private watchingCountedAt = 0;
   private batch: Buffer[] = [];
   private batchKeyframe = false;
   /** The batch holds a video block (or the stream has no video): it goes out at the next flush. */
@@ -301,13 +303,34 @@ export class Hub implements NormalizedStream {
     }
   }
 
-  stats(): HubStats {
-    // Browsers open and drop probe requests on <video src>: a connection counts as a
-    // viewer once its socket has taken media, more than the init segment.
+  /**
+   * Browsers open and drop probe requests on <video src>: a connection counts as a
+   * viewer once its socket has taken media, more than the init segment.
+   */
+  private countViewers(): Record<ViewerTransport['kind'], number> {
     const byTransport = { http: 0, ws: 0 };
     for (const viewer of this.viewers) {
       if (viewer.sentBytes > viewer.transport.pendingBytes) byTransport[viewer.transport.kind]++;
     }
+    return byTransport;
+  }
+
+  /**
+   * Viewers watching, recounted at most once a second: every player asks for it every
+   * few seconds, and an exact count each time would cost viewers² per round.
+   */
+  get watching(): number {
+    const now = Date.now();
+    if (now - this.watchingCountedAt >= 1000) {
+      const { http, ws } = this.countViewers();
+      this.watchingCount = http + ws;
+      this.watchingCountedAt = now;
+    }
+    return this.watchingCount;
+  }
+
+  stats(): HubStats {
+    const byTransport = this.countViewers();
     return {
       viewers: byTransport.http + byTransport.ws,
       connections: this.viewers.size,

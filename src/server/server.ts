@@ -131,7 +131,7 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
           type = undefined;
         }
         if (typeof type === 'string' && CLIENT_MESSAGES.has(type)) {
-          ws.send(JSON.stringify({ type: 'pong', viewers: hub.stats().viewers }));
+          ws.send(JSON.stringify({ type: 'pong', viewers: hub.watching }));
         } else {
           log.debug('websocket: ignored an unexpected message');
         }
