@@ -60,14 +60,13 @@ export interface GstOptions extends MediaShape {
   pattern: string;
 }
 
+/** Small and short: fast to make, enough clusters to test with. */
+const SHAPE_DEFAULTS = { seconds: 2, width: 320, height: 240, framerate: 30, bitrate: 500 };
+
 const GST_DEFAULTS: GstOptions = {
+  ...SHAPE_DEFAULTS,
   videoCodec: 'vp8',
   audioCodec: 'opus',
-  seconds: 2,
-  width: 320,
-  height: 240,
-  framerate: 30,
-  bitrate: 500,
   keyframeInterval: 30,
   pattern: 'ball',
 };
@@ -128,13 +127,9 @@ export interface FfmpegOptions extends MediaShape {
 }
 
 const FFMPEG_DEFAULTS: FfmpegOptions = {
+  ...SHAPE_DEFAULTS,
   videoCodec: 'vp9',
   audioCodec: 'opus',
-  seconds: 2,
-  width: 320,
-  height: 240,
-  framerate: 30,
-  bitrate: 500,
   keyframeInterval: 45,
   live: true,
   pixFmt: 'yuv420p',
