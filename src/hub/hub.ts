@@ -59,11 +59,15 @@ export interface ViewerTransport {
   close(reason: string): void;
 }
 
-/** A run of media bytes as it goes to every viewer, cut so that a keyframe cluster always starts a chunk. */
+/** A run of media bytes as it goes to every viewer. */
 interface MediaChunk {
+  /** What a viewer that is live gets. */
   data: Buffer;
-  /** Starts with a keyframe cluster: a viewer may join or resume here. */
-  keyframe: boolean;
+  /**
+   * The end of `data` from a keyframe cluster on (`data` itself when that is where it
+   * starts), or null: where a viewer may join or resume.
+   */
+  fromKeyframe: Buffer | null;
 }
 
 const enum ViewerState {
@@ -112,12 +116,14 @@ export interface HubStats {
 export class Hub implements NormalizedStream {
   readonly options: HubOptions;
   private current: InitSegment | null = null;
-  private gop: MediaChunk[] = [];
+  /** The current GOP as sent, from its keyframe cluster on: what a joining viewer gets first. */
+  private gop: Buffer[] = [];
   private gopBytes = 0;
   private watchingCount = 0;
   private watchingCountedAt = 0;
   private batch: Buffer[] = [];
-  private batchKeyframe = false;
+  /** Index in `batch` of the keyframe cluster's first part, or -1. */
+  private batchKeyframeAt = -1;
   /** The batch holds a video block (or the stream has no video): it goes out at the next flush. */
   private batchReady = false;
   private videoTracks = new Set<number>();
@@ -162,8 +168,11 @@ export class Hub implements NormalizedStream {
     this.counters.clusters++;
     if (keyframe) {
       this.counters.keyframeClusters++;
-      this.sendBatch();
-      this.batchKeyframe = true;
+      // Media still waiting (audio held for the next video frame) goes out in the same
+      // write as the keyframe: a second round of writes first would delay the keyframe
+      // by a whole fan-out. Only one keyframe per chunk, so a joiner gets a whole GOP.
+      if (this.batchKeyframeAt >= 0) this.sendBatch();
+      this.batchKeyframeAt = this.batch.length;
     }
     this.batch.push(bytes);
   }
@@ -199,15 +208,22 @@ export class Hub implements NormalizedStream {
     }
     this.batchReady = false;
     if (this.batch.length === 0) return;
-    const chunk: MediaChunk = { data: Buffer.concat(this.batch), keyframe: this.batchKeyframe };
+    const data = Buffer.concat(this.batch);
+    let fromKeyframe: Buffer | null = null;
+    if (this.batchKeyframeAt >= 0) {
+      let offset = 0;
+      for (let i = 0; i < this.batchKeyframeAt; i++) offset += this.batch[i].length;
+      fromKeyframe = offset === 0 ? data : data.subarray(offset);
+    }
+    const chunk: MediaChunk = { data, fromKeyframe };
     this.batch = [];
-    this.batchKeyframe = false;
-    if (chunk.keyframe) this.clearGop();
-    // Before the first keyframe there is nothing a viewer could start with.
-    if (chunk.keyframe || this.gop.length > 0) {
-      this.gop.push(chunk);
-      this.gopBytes += chunk.data.length;
-      if (this.gopBytes > this.options.maxGopBytes) this.clearGop();
+    this.batchKeyframeAt = -1;
+    if (fromKeyframe) {
+      this.clearGop();
+      this.keepForJoiners(fromKeyframe);
+    } else if (this.gop.length > 0) {
+      // Before the first keyframe there is nothing a viewer could start with.
+      this.keepForJoiners(data);
     }
     this.rate.add(chunk.data.length);
     for (const viewer of this.viewers) this.deliver(viewer, chunk);
@@ -231,6 +247,12 @@ export class Hub implements NormalizedStream {
       for (const viewer of this.viewers) this.remove(viewer, 'no producer');
     }, this.options.producerGraceMs);
     this.graceTimer.unref();
+  }
+
+  private keepForJoiners(data: Buffer): void {
+    this.gop.push(data);
+    this.gopBytes += data.length;
+    if (this.gopBytes > this.options.maxGopBytes) this.clearGop();
   }
 
   private clearGop(): void {
@@ -259,7 +281,7 @@ export class Hub implements NormalizedStream {
       viewer.hasInit = transport.sendInit(this.current, false);
       if (this.options.join === 'latest-keyframe' && this.gop.length > 0) {
         viewer.state = ViewerState.Live;
-        for (const chunk of this.gop) this.send(viewer, chunk.data);
+        for (const data of this.gop) this.send(viewer, data);
       }
     }
     return viewer;
@@ -273,15 +295,16 @@ export class Hub implements NormalizedStream {
   private deliver(viewer: Viewer, chunk: MediaChunk): void {
     const pending = viewer.transport.pendingBytes;
     if (viewer.state === ViewerState.AwaitKeyframe) {
-      if (!chunk.keyframe || pending > this.options.maxQueueBytes / 2) return;
+      if (!chunk.fromKeyframe || pending > this.options.maxQueueBytes / 2) return;
       if (!viewer.hasInit) viewer.hasInit = viewer.transport.sendInit(this.current!, false);
       viewer.state = ViewerState.Live;
+      this.send(viewer, chunk.fromKeyframe);
     } else if (pending > this.options.maxQueueBytes) {
       viewer.state = ViewerState.AwaitKeyframe;
       this.counters.skips++;
-      return;
+    } else {
+      this.send(viewer, chunk.data);
     }
-    this.send(viewer, chunk.data);
   }
 
   private send(viewer: Viewer, data: Buffer): void {

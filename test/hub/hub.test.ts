@@ -23,6 +23,8 @@ class RecordingTransport implements ViewerTransport {
 
 const INIT = { bytes: Buffer.from('init'), info: { docType: 'webm', timecodeScale: 1e6, tracks: [{ number: 1, kind: 'video', codecId: 'V_VP8' }], mimeType: 'video/webm; codecs="vp8"' } } as InitSegment;
 
+const AV_INIT = { ...INIT, info: { ...INIT.info, tracks: [...INIT.info.tracks, { number: 2, kind: 'audio', codecId: 'A_OPUS' }] } } as InitSegment;
+
 /** One video frame of `size` bytes; a keyframe starts its own cluster. */
 function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
   const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
@@ -77,5 +79,30 @@ describe('hub', () => {
     const got = slow.received.map((b) => b.length);
     expect(got, 'init, keyframe cluster, then the next keyframe cluster').to.deep.equal([4, 7 + 100, 7 + 200]);
     expect(slow.received.at(-1)!.subarray(7).equals(key)).to.equal(true);
+  });
+
+  it('audio waiting for video leaves with the next keyframe in one write; joiners start at the keyframe', () => {
+    hub = new Hub({ join: 'next-keyframe' });
+    hub.init(AV_INIT);
+    const live = new RecordingTransport();
+    hub.add(live);
+    frame(hub, 100, true);
+    hub.block([Buffer.from('audio')], 2);
+    hub.flush();
+    expect(live.received, 'lone audio waits for video').to.have.length(2);
+    const waiting = new RecordingTransport();
+    hub.add(waiting);
+    const key = frame(hub, 200, true);
+    expect(live.received, 'audio and the keyframe cluster in one write').to.have.length(3);
+    expect(live.received[2].toString('latin1', 0, 5 + 7)).to.equal('audiocluster');
+    expect(live.received[2].subarray(5 + 7).equals(key)).to.equal(true);
+    expect(waiting.received.map((b) => b.toString('latin1', 0, 7)), 'init, then from the keyframe cluster on').to.deep.equal(['init', 'cluster']);
+    expect(waiting.received[1].length).to.equal(7 + 200);
+
+    const joiner = new RecordingTransport();
+    hub.options.join = 'latest-keyframe';
+    hub.add(joiner);
+    expect(Buffer.concat(joiner.received).toString('latin1', 0, 4 + 7)).to.equal('initcluster');
+    expect(Buffer.concat(joiner.received).length).to.equal(4 + 7 + 200);
   });
 });
