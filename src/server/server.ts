@@ -108,7 +108,8 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
   server.headersTimeout = 10_000;
   server.requestTimeout = 0; // /live.webm responses last as long as the viewer watches
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: options.wsMaxPayloadBytes });
+  // No extensions: WebSocketTransport writes media frames to the socket itself.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.wsMaxPayloadBytes, perMessageDeflate: false });
   server.on('upgrade', (req, socket: Socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/live') {
@@ -117,7 +118,7 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on('error', (error) => log.debug(`websocket: ${error.message}`));
-      const viewer = hub.add(new WebSocketTransport(ws));
+      const viewer = hub.add(new WebSocketTransport(ws, socket));
       if (!viewer) {
         ws.close(1013, 'too many viewers');
         return;

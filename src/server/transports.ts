@@ -4,33 +4,51 @@ import type { WebSocket } from 'ws';
 import type { ViewerTransport } from '../hub/hub.js';
 import type { InitSegment } from '../normalizer/init-segment.js';
 
-const CRLF_LENGTH = 2;
-
 /**
- * Chunked framing (`SIZE\r\n DATA \r\n`) in one Buffer, made once per chunk: the hub
- * sends the same Buffer to every viewer, so every viewer gets the same framed Buffer
- * too (and a GOP replayed to a joining viewer is framed once, not once per viewer).
+ * Frames each media Buffer once, whoever it goes to: the hub sends the same Buffer to
+ * every viewer, so every viewer gets the same framed Buffer too, written to its socket
+ * in one call (and a GOP replayed to a joining viewer is framed once, not once per viewer).
  */
-const framedChunks = new WeakMap<Buffer, Buffer>();
-let lastData: Buffer | null = null;
-let lastFramed: Buffer | null = null;
+class FrameCache {
+  private readonly frames = new WeakMap<Buffer, Buffer>();
+  private lastData: Buffer | null = null;
+  private lastFrame: Buffer | null = null;
 
-function framed(data: Buffer): Buffer {
-  if (data === lastData) return lastFramed!;
-  let frame = framedChunks.get(data);
-  if (!frame) {
-    const head = `${data.length.toString(16)}\r\n`;
-    frame = Buffer.allocUnsafe(head.length + data.length + CRLF_LENGTH);
-    frame.write(head, 0, 'latin1');
-    data.copy(frame, head.length);
-    frame[frame.length - 2] = 0x0d;
-    frame[frame.length - 1] = 0x0a;
-    framedChunks.set(data, frame);
+  constructor(
+    private readonly header: (length: number) => Buffer,
+    private readonly trailer: Buffer,
+  ) {}
+
+  frame(data: Buffer): Buffer {
+    if (data === this.lastData) return this.lastFrame!;
+    let frame = this.frames.get(data);
+    if (!frame) {
+      frame = Buffer.concat([this.header(data.length), data, this.trailer]);
+      this.frames.set(data, frame);
+    }
+    this.lastData = data;
+    this.lastFrame = frame;
+    return frame;
   }
-  lastData = data;
-  lastFramed = frame;
-  return frame;
 }
+
+/** HTTP/1.1 chunked encoding: `SIZE\r\n DATA \r\n`. */
+const httpChunks = new FrameCache((length) => Buffer.from(`${length.toString(16)}\r\n`, 'latin1'), Buffer.from('\r\n'));
+
+/** RFC 6455 binary messages as a server sends them: FIN and opcode 2, unmasked, 7-, 16- or 64-bit length. */
+const webSocketMessages = new FrameCache((length) => {
+  if (length < 126) return Buffer.from([0x82, length]);
+  const header = Buffer.alloc(length < 0x10000 ? 4 : 10);
+  header[0] = 0x82;
+  if (length < 0x10000) {
+    header[1] = 126;
+    header.writeUInt16BE(length, 2);
+  } else {
+    header[1] = 127;
+    header.writeBigUInt64BE(BigInt(length), 2);
+  }
+  return header;
+}, Buffer.alloc(0));
 
 /**
  * `GET /live.webm`: one long chunked response. A `<video>` cannot take a second header.
@@ -50,7 +68,7 @@ export class HttpTransport implements ViewerTransport {
   send(data: Buffer): void {
     const socket = this.socket ?? this.takeSocket();
     if (!socket) this.response.write(data);
-    else if (this.chunked) socket.write(framed(data));
+    else if (this.chunked) socket.write(httpChunks.frame(data));
     else socket.write(data);
   }
 
@@ -109,29 +127,39 @@ export function describeStream(init: InitSegment): StreamDescription {
   };
 }
 
-/** WebSocket `/live`: description, init segment, then media as binary messages. */
+/**
+ * WebSocket `/live`: description, init segment, then media as binary messages.
+ *
+ * Media messages are framed once for all viewers and written straight to the socket
+ * the connection was upgraded on, as HTTP chunks are, not framed per viewer by `ws`.
+ * That is safe because the server negotiates no extension (no permessage-deflate),
+ * so `ws` writes each of its own frames (pongs, close) whole and at once, never queued.
+ */
 export class WebSocketTransport implements ViewerTransport {
   readonly kind = 'ws';
 
-  constructor(private readonly socket: WebSocket) {}
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly socket: Socket,
+  ) {}
 
   send(data: Buffer): void {
-    this.socket.send(data, { binary: true });
+    if (this.ws.readyState === this.ws.OPEN) this.socket.write(webSocketMessages.frame(data));
   }
 
   get pendingBytes(): number {
-    return this.socket.bufferedAmount;
+    return this.ws.bufferedAmount;
   }
 
   sendInit(init: InitSegment): boolean {
-    this.socket.send(JSON.stringify(describeStream(init)));
-    this.socket.send(init.bytes, { binary: true });
+    this.ws.send(JSON.stringify(describeStream(init)));
+    this.ws.send(init.bytes, { binary: true });
     return true;
   }
 
   close(reason: string): void {
     // 1001 "going away" for shutdown; 1008 "policy" when the relay drops a stalled viewer.
-    this.socket.close(reason.startsWith('stalled') ? 1008 : 1001, reason.slice(0, 120));
-    setTimeout(() => this.socket.terminate(), 2000).unref();
+    this.ws.close(reason.startsWith('stalled') ? 1008 : 1001, reason.slice(0, 120));
+    setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 }

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
-import { HttpViewer, gstChildren, track, killTracked, waitStats } from '../helpers/faults.js';
+import { HttpViewer, WsViewer, gstChildren, track, killTracked, waitStats } from '../helpers/faults.js';
 import { ffmpegWebm } from '../helpers/media.js';
 import { recordEncoder } from '../helpers/record.js';
 import { capture, freePort, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
@@ -47,17 +47,21 @@ function firstDifference(a: Buffer, b: Buffer): number {
   return a.length === b.length ? -1 : n;
 }
 
-/** Connects one viewer, then lets `feed` publish; resolves with what the viewer got by the time the relay ended its response. */
-async function viewerOfWholeStream(relay: RunningRelay, feed: () => void): Promise<HttpViewer> {
-  const viewer = new HttpViewer(`${relay.url}/live.webm`);
-  await waitStats(relay.url, 'the viewer to be connected', (s) => s.connections === 1, 5000);
+/**
+ * Connects an HTTP and a WebSocket viewer, then lets `feed` publish; resolves once the
+ * relay has ended both (--producer-grace 0: as soon as the producer has gone).
+ */
+async function viewersOfWholeStream(relay: RunningRelay, feed: () => void): Promise<{ http: HttpViewer; ws: Buffer }> {
+  const http = new HttpViewer(`${relay.url}/live.webm`);
+  const ws = new WsViewer(`ws://127.0.0.1:${relay.port}/live`);
+  await waitStats(relay.url, 'the viewers to be connected', (s) => s.connections === 2, 5000);
   feed();
-  // --producer-grace 0: the relay ends every response as soon as the producer has gone.
-  await Promise.race([viewer.done, new Promise((_, reject) => setTimeout(() => reject(new Error('the response did not end within 20 s')), 20_000))]);
-  return viewer;
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('the viewers were not let go within 20 s')), 20_000));
+  await Promise.race([Promise.all([http.done, ws.closed]), timeout]);
+  return { http, ws: Buffer.concat(ws.messages.flatMap((m) => (m.binary ? [m.binary] : []))) };
 }
 
-describe('relay: a viewer gets exactly what the normalizer makes of the producer stream', function () {
+describe('relay: HTTP and WebSocket viewers get exactly what the normalizer makes of the producer stream', function () {
   this.timeout(90_000);
   let relay: RunningRelay | null = null;
 
@@ -79,12 +83,13 @@ describe('relay: a viewer gets exactly what the normalizer makes of the producer
     );
     relay = await startRelay(['--ingest', '-', '--producer-grace', '0']);
     const r = relay;
-    const viewer = await viewerOfWholeStream(r, () => r.process.stdin!.end(recording));
-    expect(viewer.status).to.equal(200);
-    expect(viewer.outcome).to.equal('end');
-    const got = viewer.body;
+    const viewers = await viewersOfWholeStream(r, () => r.process.stdin!.end(recording));
+    expect(viewers.http.status).to.equal(200);
+    expect(viewers.http.outcome).to.equal('end');
+    const got = viewers.http.body;
     const at = firstDifference(got, expected.stream);
     expect(at, `first differing byte (viewer ${got.length} bytes, expected ${expected.stream.length})`).to.equal(-1);
+    expect(firstDifference(viewers.ws, expected.stream), `WebSocket: first differing byte (${viewers.ws.length} bytes)`).to.equal(-1);
     // And what the relay itself counted agrees.
     expect(expected.stats.blocks).to.be.greaterThan(100);
     expect(await decodeErrors(got)).to.deep.equal([]);
@@ -104,12 +109,13 @@ describe('relay: a viewer gets exactly what the normalizer makes of the producer
     relay = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`, '--producer-grace', '0']);
     const r = relay;
     await waitFor('the ingest port', () => /listening for a producer/.test(r.log()), 5000);
-    const viewer = await viewerOfWholeStream(r, () => {
+    const viewers = await viewersOfWholeStream(r, () => {
       const socket = net.connect(port, '127.0.0.1', () => socket.end(media.bytes));
       socket.on('error', () => {});
     });
-    const got = viewer.body;
+    const got = viewers.http.body;
     expect(firstDifference(got, expected.stream), `first differing byte (viewer ${got.length} bytes, expected ${expected.stream.length})`).to.equal(-1);
+    expect(firstDifference(viewers.ws, expected.stream), `WebSocket: first differing byte (${viewers.ws.length} bytes)`).to.equal(-1);
     const out = parseStream(got);
     expect(out.clusters.length).to.be.greaterThan(1);
     for (const c of out.clusters) expect(c.blocks[0], `cluster ${c.timecode}`).to.include({ video: true, keyframe: true });

@@ -1,0 +1,63 @@
+/**
+ * WebSocketTransport frames media itself and writes it to the upgraded socket, beside
+ * the frames `ws` writes (pongs, the init segment, close): a real `ws` client must read
+ * every message whole and in order, at each of RFC 6455's three length encodings.
+ */
+import { expect } from 'chai';
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocketTransport } from '../../src/server/transports.js';
+
+describe('WebSocket transport', () => {
+  let server: http.Server;
+  let transport: Promise<WebSocketTransport>;
+
+  beforeEach(async () => {
+    server = http.createServer();
+    const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+    transport = new Promise((resolve) =>
+      server.on('upgrade', (req, socket: Socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketTransport(ws, socket)))),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  });
+
+  afterEach(() => server.closeAllConnections());
+
+  it('media messages of 1 B to 200 KB arrive whole and in order, between ws\'s own frames', async () => {
+    const client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/live`);
+    const received: { binary: boolean; data: Buffer }[] = [];
+    let pongs = 0;
+    client.on('message', (data: Buffer, binary) => received.push({ binary, data }));
+    client.on('pong', () => pongs++);
+    await new Promise((resolve) => client.once('open', resolve));
+    expect(client.extensions, 'no extension negotiated').to.equal('');
+    const viewer = await transport;
+
+    const sizes = [1, 125, 126, 127, 1000, 65535, 65536, 200_000];
+    const sent = sizes.map((size, i) => Buffer.alloc(size, i + 1));
+    viewer.sendInit({ bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } } as never);
+    for (const data of sent) {
+      viewer.send(data);
+      client.ping();
+    }
+    viewer.send(sent[2]); // the same Buffer again: the cached frame
+    await new Promise<void>((resolve) => {
+      const check = () => (received.length === 2 + sent.length + 1 && pongs === sent.length ? resolve() : setTimeout(check, 10));
+      check();
+    });
+    expect(received[0].binary).to.equal(false);
+    expect(JSON.parse(received[0].data.toString())).to.include({ type: 'stream' });
+    expect(received[1].data.toString()).to.equal('init');
+    const media = received.slice(2);
+    expect(media.every((m) => m.binary)).to.equal(true);
+    expect(media.map((m) => m.data.length)).to.deep.equal([...sizes, sizes[2]]);
+    media.forEach((m, i) => expect(m.data.equals(i < sent.length ? sent[i] : sent[2]), `message ${i}`).to.equal(true));
+
+    viewer.close('test over');
+    const code = await new Promise((resolve) => client.once('close', resolve));
+    expect(code).to.equal(1001);
+    viewer.send(Buffer.from('after close'));
+    expect(received).to.have.length(2 + sent.length + 1);
+  });
+});
