@@ -8,6 +8,7 @@
  * measurement window), `stop` (end it, print the result), `quit`. Status on stdout,
  * one JSON object a line.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -15,8 +16,8 @@ import readline from 'node:readline';
 import { quantile, sendPlan } from './fanout-lib.js';
 
 export interface ReadersConfig {
-  /** Where viewers connect. `http`: GET /live.webm; `raw`: connect and read (tcpserversink). */
-  protocol: 'http' | 'raw';
+  /** Where viewers connect. `http`: GET /live.webm; `ws`: WebSocket /live; `raw`: connect and read (tcpserversink). */
+  protocol: 'http' | 'ws' | 'raw';
   port: number;
   viewers: number;
   /** The recording to replay, and where: `tcp:PORT` or a FIFO path. Absent: the server encodes itself. */
@@ -96,10 +97,13 @@ class Reader {
   bytes = 0;
   windowBytes = 0;
   connected = false;
-  /** HTTP: 0 headers, 1 chunk size line, 2 chunk data, 3 CRLF after data. */
+  /** 0 response head; HTTP: 1 chunk size line, 2 chunk data, 3 CRLF after data; WebSocket: 4 frame header, 5 frame payload. */
   private state = 0;
   private remaining = 0;
   private line = '';
+  private readonly frameHead = Buffer.alloc(10);
+  private frameHeadLength = 0;
+  private frameIsMedia = false;
   /** The last payload bytes, for IDs and timecodes cut across reads. */
   private readonly tail = Buffer.alloc(TAIL * 2);
   private tailLength = 0;
@@ -126,7 +130,7 @@ class Reader {
           const at = this.line.indexOf('\r\n\r\n');
           if (at < 0) return;
           const status = /^HTTP\/1\.1 (\d+)/.exec(this.line)?.[1];
-          if (status !== '200') {
+          if (status !== (config.protocol === 'ws' ? '101' : '200')) {
             errors++;
             this.socket.destroy();
             return;
@@ -134,8 +138,30 @@ class Reader {
           const chunked = /transfer-encoding:\s*chunked/i.test(this.line.slice(0, at));
           i = end - (this.line.length - (at + 4));
           this.line = '';
-          this.state = chunked ? 1 : 2;
+          this.state = config.protocol === 'ws' ? 4 : chunked ? 1 : 2;
           this.remaining = chunked ? 0 : Infinity;
+          break;
+        }
+        case 4: {
+          // Server frames are unmasked: 2 bytes, then a 2- or 8-byte length for longer payloads.
+          this.frameHead[this.frameHeadLength++] = buf[i++];
+          if (this.frameHeadLength < 2) break;
+          const length7 = this.frameHead[1] & 0x7f;
+          const headLength = length7 === 126 ? 4 : length7 === 127 ? 10 : 2;
+          if (this.frameHeadLength < headLength) break;
+          this.remaining = length7 === 126 ? this.frameHead.readUInt16BE(2) : length7 === 127 ? Number(this.frameHead.readBigUInt64BE(2)) : length7;
+          const opcode = this.frameHead[0] & 0x0f;
+          this.frameIsMedia = opcode === 2 || opcode === 0;
+          this.frameHeadLength = 0;
+          if (this.remaining > 0) this.state = 5;
+          break;
+        }
+        case 5: {
+          const take = Math.min(end - i, this.remaining);
+          if (this.frameIsMedia) this.payload(buf, i, i + take);
+          i += take;
+          this.remaining -= take;
+          if (this.remaining === 0) this.state = 4;
           break;
         }
         case 1: {
@@ -266,6 +292,11 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
     socket.once('connect', () => {
       reader.connected = true;
       if (config.protocol === 'http') socket.write(`GET /live.webm HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUser-Agent: fanout-bench\r\n\r\n`);
+      if (config.protocol === 'ws') {
+        socket.write(
+          `GET /live HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        );
+      }
       resolve();
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {

@@ -8,9 +8,14 @@
  *
  * Options (or environment): --viewers LIST (FANOUT_VIEWERS, default 100,300,1000),
  * --window S (FANOUT_WINDOW_S, 10), --reps N (FANOUT_REPS, 1; medians are reported),
- * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,tcpserversink
- * (FANOUT_TARGETS). The 20 s recording is cached in the temp directory
- * (FANOUT_RERECORD=1 makes a new one).
+ * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,relay-ws,tcpserversink
+ * (FANOUT_TARGETS), --pin on|off (FANOUT_PIN, on). The 20 s recording is cached in the
+ * temp directory (FANOUT_RERECORD=1 makes a new one).
+ *
+ * Pinning puts the server under test on CPU 0 and the readers on the others. Unpinned,
+ * the scheduler often wakes a reader on the server's CPU (the server's write is what
+ * wakes it), the two share one core for a while, and the same fan-out round takes
+ * anywhere from 8 to 16 ms: latency figures then measure the scheduler.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
@@ -36,6 +41,7 @@ const { values: argv } = parseArgs({
     reps: { type: 'string' },
     encoders: { type: 'string' },
     targets: { type: 'string' },
+    pin: { type: 'string' },
   },
 });
 const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
@@ -43,15 +49,22 @@ const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000
 const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
 const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
 const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
-const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,tcpserversink') as Target[];
+const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,relay-ws,tcpserversink') as Target[];
 const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
+const CPUS = os.cpus().length;
+const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
+/** taskset CPU lists for the server under test and for the readers, when pinning. */
+const SERVER_CPUS = PIN ? '0' : undefined;
+const READER_CPUS = PIN ? `1-${CPUS - 1}` : undefined;
 
-type Target = 'relay' | 'tcpserversink';
+/** `relay`: HTTP /live.webm viewers; `relay-ws`: WebSocket /live viewers (the player page's way). */
+type Target = 'relay' | 'relay-ws' | 'tcpserversink';
 
-/** Runs argv with a higher open-files limit, keeping the PID (exec). */
-function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'pipe' | 'ignore'; stdinFrom?: string } = {}): ChildProcess {
+/** Runs argv with a higher open-files limit, on `cpus` if given (taskset), keeping the PID (exec). */
+function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'pipe' | 'ignore'; stdinFrom?: string; cpus?: string } = {}): ChildProcess {
   const redirect = options.stdinFrom ? ` < '${options.stdinFrom}'` : '';
-  return spawn('bash', ['-c', `ulimit -n 8192 2>/dev/null; exec "$@"${redirect}`, 'bash', ...args], {
+  const pinned = options.cpus ? ['taskset', '-c', options.cpus, ...args] : args;
+  return spawn('bash', ['-c', `ulimit -n 8192 2>/dev/null; exec "$@"${redirect}`, 'bash', ...pinned], {
     env: { ...process.env, ...options.env },
     stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
   });
@@ -98,8 +111,8 @@ class Readers {
   private waiters: (() => void)[] = [];
   stderr = '';
 
-  constructor(config: ReadersConfig) {
-    this.child = spawnWithFiles([process.execPath, READERS, JSON.stringify(config)], { stdin: 'pipe' });
+  constructor(config: ReadersConfig, cpus?: string) {
+    this.child = spawnWithFiles([process.execPath, READERS, JSON.stringify(config)], { stdin: 'pipe', cpus });
     let buffered = '';
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (text: string) => {
@@ -173,12 +186,12 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
   let ingest: string;
   let fifo: string | null = null;
   let log = '';
-  if (target === 'relay') {
+  if (target !== 'tcpserversink') {
     const ingestPort = await freePort();
     ingest = `tcp:${ingestPort}`;
     server = spawnWithFiles(
       [process.execPath, ...list(process.env.FANOUT_RELAY_NODE_ARGS ?? '').join(' ').split(' ').filter(Boolean), CLI, '--ingest', `tcp://127.0.0.1:${ingestPort}`, '--host', '127.0.0.1', '--port', String(viewerPort), '--max-viewers', '100000', ...list(process.env.FANOUT_RELAY_ARGS ?? '').join(' ').split(' ').filter(Boolean)],
-      { env: { WEBM_RELAY_LOG: 'warn' } },
+      { env: { WEBM_RELAY_LOG: 'warn' }, cpus: SERVER_CPUS },
     );
     await waitFor('the relay to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
   } else {
@@ -188,12 +201,12 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
     // fdsrc reads whatever the pipe holds (up to 64 KiB), as the relay's socket reads do.
     server = spawnWithFiles(
       ['gst-launch-1.0', '-q', 'fdsrc', 'fd=0', 'blocksize=65536', '!', 'tcpserversink', 'host=127.0.0.1', `port=${viewerPort}`, 'sync-method=latest-keyframe', 'sync=false'],
-      { stdinFrom: fifo },
+      { stdinFrom: fifo, cpus: SERVER_CPUS },
     );
   }
   server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const pid = server.pid!;
-  const readers = new Readers({ protocol: target === 'relay' ? 'http' : 'raw', port: viewerPort, viewers, recording: file, ingest, connectAfterMs: -1 });
+  const readers = new Readers({ protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, recording: file, ingest, connectAfterMs: -1 }, READER_CPUS);
   try {
     if (target === 'tcpserversink') await waitFor('tcpserversink to listen', () => listening(viewerPort));
     await readers.next('connecting');
@@ -338,7 +351,8 @@ async function main(): Promise<void> {
   const started = Date.now();
   const host = machine();
   console.log(`fanout bench: ${host.cpu}, ${host.cores} cores, ${host.kernel}, node ${host.node}, GStreamer ${host.gstreamer}`);
-  console.log(`viewers ${VIEWERS.join(',')}; window ${WINDOW_S} s after ${WARMUP_MS / 1000} s warm-up; ${REPS} repetition(s), medians`);
+  const pinning = PIN ? `server on CPU ${SERVER_CPUS}, readers on CPU ${READER_CPUS}` : 'not pinned';
+  console.log(`viewers ${VIEWERS.join(',')}; window ${WINDOW_S} s after ${WARMUP_MS / 1000} s warm-up; ${REPS} repetition(s), medians; ${pinning}`);
   const file = await recording(RECORDING_S);
   const plan = sendPlan(fs.readFileSync(file));
   console.log(
@@ -369,14 +383,13 @@ async function main(): Promise<void> {
 
   console.log('');
   console.log(`Machine: ${host.cpu}, ${host.cores} cores; node ${host.node}; GStreamer ${host.gstreamer}; stream ${(plan.bitrate / 1e6).toFixed(2)} Mbit/s VP8+Opus`);
-  console.log(`Window ${WINDOW_S} s, ${REPS} repetition(s), medians. CPU in cores (CPU-seconds per second); latency: cluster bytes into the ingest -> at the reader.`);
+  console.log(`Window ${WINDOW_S} s, ${REPS} repetition(s), medians, ${pinning}. CPU in cores (CPU-seconds per second); latency: cluster bytes into the ingest -> at the reader.`);
   if (VIEWERS.length > 0 && TARGETS.length > 0) {
     const rows: string[][] = [];
     for (const n of VIEWERS) {
       const get = (t: Target) => (runs.has(`${t}/${n}`) ? medianResult(runs.get(`${t}/${n}`)!) : null);
-      const relay = get('relay');
       const gst = get('tcpserversink');
-      for (const r of [relay, gst]) {
+      for (const r of [get('relay'), get('relay-ws'), gst]) {
         if (!r) continue;
         rows.push([
           `${r.target}`,
@@ -390,9 +403,10 @@ async function main(): Promise<void> {
           f(r.minMbps),
         ]);
       }
-      if (relay && gst) {
+      for (const relay of [get('relay'), get('relay-ws')]) {
+        if (!relay || !gst) continue;
         rows.push([
-          '  ratio relay/gst',
+          `  ratio ${relay.target}/gst`,
           String(n),
           f(relay.cpu / gst.cpu),
           f(relay.hwm / gst.hwm),
