@@ -23,7 +23,10 @@ export interface ReadersConfig {
   /** The recording to replay, and where: `tcp:PORT` or a FIFO path. Absent: the server encodes itself. */
   recording?: string;
   ingest?: string;
-  /** Connect viewers once this long after the first media write; -1: before it (after the header). */
+  /**
+   * Connect viewers once this long after the first media write; -1: before it (after
+   * the header), then report `connected` and start the media on the `media` command.
+   */
   connectAfterMs: number;
 }
 
@@ -314,7 +317,7 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
   });
 }
 
-async function connectAll(connected: () => void): Promise<void> {
+async function connectAll(connected: () => Promise<void>): Promise<void> {
   for (let i = 0; i < config.viewers; i++) readers.push(new Reader());
   // Paced, not awaited: tcpserversink listens with a backlog of 5 and drops SYNs beyond it
   // (the client retries a second later), so waiting on each connect would take minutes.
@@ -325,7 +328,7 @@ async function connectAll(connected: () => void): Promise<void> {
     await new Promise((r) => setTimeout(r, gapMs));
   }
   await Promise.all(pending);
-  connected();
+  await connected();
   // Wait until every reader has had some bytes.
   const deadline = performance.now() + 15_000;
   while (readers.some((r) => r.bytes === 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -337,6 +340,7 @@ function summary(values: number[]): { count: number; p50: number; p99: number; m
 }
 
 let windowStart = 0;
+let mediaRequested: (() => void) | null = null;
 const input = readline.createInterface({ input: process.stdin });
 input.on('line', (line) => {
   const command = line.trim();
@@ -365,6 +369,8 @@ input.on('line', (line) => {
       minBitrate: rates[0] ?? 0,
       medianBitrate: rates[rates.length >> 1] ?? 0,
     });
+  } else if (command === 'media') {
+    mediaRequested?.();
   } else if (command === 'quit') {
     for (const r of readers) r.socket?.destroy();
     process.exit(0);
@@ -380,7 +386,14 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, config.connectAfterMs));
   }
   out({ type: 'connecting', mediaMs: mediaStart > 0 ? performance.now() - mediaStart : performance.now() - started });
-  await connectAll(config.connectAfterMs < 0 ? startMedia : () => {});
+  await connectAll(async () => {
+    if (config.connectAfterMs >= 0) return;
+    // Every reader is connected and idle: the parent takes the server's memory, then says `media`.
+    const media = new Promise<void>((resolve) => (mediaRequested = resolve));
+    out({ type: 'connected', connected: readers.filter((r) => r.connected).length });
+    await media;
+    startMedia();
+  });
   out({ type: 'ready', connected: readers.filter((r) => r.bytes > 0).length, errors, mediaMs: mediaStart > 0 ? performance.now() - mediaStart : 0 });
 }
 

@@ -8,7 +8,7 @@
  *
  * Options (or environment): --viewers LIST (FANOUT_VIEWERS, default 100,300,1000),
  * --window S (FANOUT_WINDOW_S, 10), --reps N (FANOUT_REPS, 1; medians are reported),
- * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,relay-ws,tcpserversink
+ * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,relay-ws,tcpserversink,floor
  * (FANOUT_TARGETS), --pin on|off (FANOUT_PIN, on). The 20 s recording is cached in the
  * temp directory (FANOUT_RERECORD=1 makes a new one).
  *
@@ -49,16 +49,22 @@ const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000
 const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
 const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
 const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
-const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,relay-ws,tcpserversink') as Target[];
+const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,relay-ws,tcpserversink,floor') as Target[];
 const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
 const CPUS = os.cpus().length;
 const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
 /** taskset CPU lists for the server under test and for the readers, when pinning. */
 const SERVER_CPUS = PIN ? '0' : undefined;
-const READER_CPUS = PIN ? `1-${CPUS - 1}` : undefined;
+const READER_CPUS = PIN ? (CPUS === 2 ? '1' : `1-${CPUS - 1}`) : undefined;
 
-/** `relay`: HTTP /live.webm viewers; `relay-ws`: WebSocket /live viewers (the player page's way). */
-type Target = 'relay' | 'relay-ws' | 'tcpserversink';
+/**
+ * `relay`: HTTP /live.webm viewers; `relay-ws`: WebSocket /live viewers (the player
+ * page's way); `tcpserversink`: GStreamer's; `floor`: bench/floor.c, one write of each
+ * ingest read to every reader and nothing else.
+ */
+type Target = 'relay' | 'relay-ws' | 'tcpserversink' | 'floor';
+const RELAYS: Target[] = ['relay', 'relay-ws'];
+const REFERENCES: Target[] = ['tcpserversink', 'floor'];
 
 /** Runs argv with a higher open-files limit, on `cpus` if given (taskset), keeping the PID (exec). */
 function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'pipe' | 'ignore'; stdinFrom?: string; cpus?: string } = {}): ChildProcess {
@@ -168,7 +174,9 @@ interface FanoutResult {
   hwm: number;
   rssBefore: number;
   rssAfter: number;
+  /** RSS growth per viewer after the window (streaming), and with every viewer connected before any media. */
   perViewer: number;
+  idlePerViewer: number;
   p50: number;
   p99: number;
   max: number;
@@ -179,6 +187,18 @@ interface FanoutResult {
   errors: number;
 }
 
+let floorPath: string | null | undefined;
+/** bench/floor.c compiled into the temp directory, once; null (said once) without a C compiler. */
+function floorBinary(): string | null {
+  if (floorPath !== undefined) return floorPath;
+  const source = path.resolve(HERE, '../../bench/floor.c');
+  const binary = path.join(os.tmpdir(), `webm-relay-floor-${process.pid}`);
+  const cc = spawnSync('cc', ['-O2', '-o', binary, source], { encoding: 'utf8' });
+  floorPath = cc.status === 0 ? binary : null;
+  if (!floorPath) console.log(`  floor: skipped, could not compile ${source} (${cc.error?.message ?? cc.stderr.trim()}); apt-get install gcc`);
+  return floorPath;
+}
+
 /** One server under test fed the paced recording, N readers, one measurement window. */
 async function runFanout(target: Target, viewers: number, file: string): Promise<FanoutResult> {
   const viewerPort = await freePort();
@@ -186,7 +206,12 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
   let ingest: string;
   let fifo: string | null = null;
   let log = '';
-  if (target !== 'tcpserversink') {
+  if (target === 'floor') {
+    const ingestPort = await freePort();
+    ingest = `tcp:${ingestPort}`;
+    server = spawnWithFiles([floorBinary()!, String(ingestPort), String(viewerPort)], { cpus: SERVER_CPUS });
+    await waitFor('the floor server to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
+  } else if (RELAYS.includes(target)) {
     const ingestPort = await freePort();
     ingest = `tcp:${ingestPort}`;
     server = spawnWithFiles(
@@ -211,6 +236,11 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
     if (target === 'tcpserversink') await waitFor('tcpserversink to listen', () => listening(viewerPort));
     await readers.next('connecting');
     const rssBefore = memory(pid).rss;
+    // Viewers connected, the stream's header sent, no media yet: what an idle viewer costs.
+    const idle = Number((await readers.next('connected', 60_000)).connected);
+    await sleep(500);
+    const idlePerViewer = (memory(pid).rss - rssBefore) / idle;
+    readers.send('media');
     const ready = await readers.next('ready', 60_000);
     const connected = Number(ready.connected);
     if (connected < viewers * 0.9) throw new Error(`only ${connected} of ${viewers} readers got data\n${log}\n${readers.stderr}`);
@@ -245,6 +275,7 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
       rssBefore,
       rssAfter: mem.rss,
       perViewer: (mem.rss - rssBefore) / connected,
+      idlePerViewer,
       p50: result.latency.p50,
       p99: result.latency.p99,
       max: result.latency.max,
@@ -336,6 +367,7 @@ function medianResult(results: FanoutResult[]): FanoutResult {
     rssBefore: m('rssBefore'),
     rssAfter: m('rssAfter'),
     perViewer: m('perViewer'),
+    idlePerViewer: m('idlePerViewer'),
     p50: m('p50'),
     p99: m('p99'),
     max: m('max'),
@@ -363,9 +395,10 @@ async function main(): Promise<void> {
   for (let rep = 0; rep < REPS; rep++) {
     for (const n of VIEWERS) {
       for (const target of TARGETS) {
+        if (target === 'floor' && !floorBinary()) continue;
         const r = await runFanout(target, n, file);
         console.log(
-          `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.perViewer)} KiB/viewer, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+          `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
         );
         const key = `${target}/${n}`;
         runs.set(key, [...(runs.get(key) ?? []), r]);
@@ -386,40 +419,32 @@ async function main(): Promise<void> {
   console.log(`Window ${WINDOW_S} s, ${REPS} repetition(s), medians, ${pinning}. CPU in cores (CPU-seconds per second); latency: cluster bytes into the ingest -> at the reader.`);
   if (VIEWERS.length > 0 && TARGETS.length > 0) {
     const rows: string[][] = [];
+    // The floor's memory is the kernel's, which RSS does not show: no memory ratio to it.
+    const ratioRow = (label: string, n: number, a: FanoutResult, b: FanoutResult) => [
+      `  ${label}`,
+      String(n),
+      f(a.cpu / b.cpu),
+      b.target === 'floor' ? '-' : f(a.hwm / b.hwm),
+      b.target === 'floor' ? '-' : f(a.idlePerViewer / b.idlePerViewer),
+      b.target === 'floor' ? '-' : f(a.perViewer / b.perViewer),
+      f(a.p50 / b.p50),
+      f(a.p99 / b.p99),
+      '',
+    ];
     for (const n of VIEWERS) {
       const get = (t: Target) => (runs.has(`${t}/${n}`) ? medianResult(runs.get(`${t}/${n}`)!) : null);
-      const gst = get('tcpserversink');
-      for (const r of [get('relay'), get('relay-ws'), gst]) {
-        if (!r) continue;
-        rows.push([
-          `${r.target}`,
-          String(n),
-          f(r.cpu, 3),
-          mib(r.hwm),
-          kib(r.perViewer),
-          f(r.p50, 1),
-          f(r.p99, 1),
-          f(r.fanP99, 1),
-          f(r.minMbps),
-        ]);
+      for (const target of [...RELAYS, ...REFERENCES]) {
+        const r = get(target);
+        if (r) rows.push([r.target, String(n), f(r.cpu, 3), mib(r.hwm), kib(r.idlePerViewer), kib(r.perViewer), f(r.p50, 1), f(r.p99, 1), f(r.minMbps)]);
       }
-      for (const relay of [get('relay'), get('relay-ws')]) {
-        if (!relay || !gst) continue;
-        rows.push([
-          `  ratio ${relay.target}/gst`,
-          String(n),
-          f(relay.cpu / gst.cpu),
-          f(relay.hwm / gst.hwm),
-          f(relay.perViewer / gst.perViewer),
-          f(relay.p50 / gst.p50),
-          f(relay.p99 / gst.p99),
-          f(relay.fanP99 / gst.fanP99),
-          '',
-        ]);
+      for (const relay of RELAYS.map(get)) {
+        for (const reference of REFERENCES.map(get)) {
+          if (relay && reference) rows.push(ratioRow(`${relay.target}/${reference.target}`, n, relay, reference));
+        }
       }
     }
-    console.log(table(['server', 'N', 'CPU cores', 'peak RSS MiB', 'RSS/viewer KiB', 'lat p50 ms', 'lat p99 ms', 'fan-out p99 ms', 'min Mbit/s'], rows));
-    console.log('fan-out p99: from the later of the keyframe\'s bytes and the first block of every other track at or after it (what a relay that orders blocks across tracks must wait for).');
+    console.log(table(['server', 'N', 'CPU cores', 'peak RSS MiB', 'KiB/viewer idle', 'KiB/viewer streaming', 'lat p50 ms', 'lat p99 ms', 'min Mbit/s'], rows));
+    console.log('KiB/viewer: RSS growth per viewer, once every viewer is connected before any media (idle), and after the window (streaming).');
   }
   if (encoders.length > 0) {
     console.log('');
