@@ -64,6 +64,7 @@ export class Normalizer {
   private latestByTrack = new Map<number, number>();
 
   private lastTime = -1;
+  private readonly lastTimeByTrack = new Map<number, number>();
   private lastVideoTime = -1;
   /** Latest spacing of video frames: a restarted producer continues one frame after the last. */
   private frameTicks = 0;
@@ -132,12 +133,13 @@ export class Normalizer {
   }
 
   private emit({ block, time: wanted }: PendingBlock): void {
-    let time = wanted;
-    // Never before zero (the first producer's first blocks may be: lastTime starts at -1).
-    if (time < Math.max(this.lastTime, 0)) {
-      time = Math.max(this.lastTime, 0);
-      this.stats.clamped++;
-    }
+    // Never before zero (the first producer's first blocks may be: lastTime starts at -1),
+    // never before a block already sent, and after the track's last block: a track whose
+    // blocks come more than the reorder window behind the others (a video encoder
+    // lagging its audio) is moved forward frame by frame, not piled on one timestamp.
+    const previous = this.lastTimeByTrack.get(block.track) ?? -1;
+    const time = Math.max(wanted, this.lastTime, 0, previous + 1);
+    if (time !== wanted) this.stats.clamped++;
     // A Cluster Timecode is an unsigned 64-bit integer; past 2^53 a number is not exact. Such a block is bad data.
     if (time > Number.MAX_SAFE_INTEGER) {
       this.stats.dropped++;
@@ -155,6 +157,7 @@ export class Normalizer {
       this.startCluster(time, false);
     }
     this.lastTime = time;
+    this.lastTimeByTrack.set(block.track, time);
     if (isVideo) {
       if (time > this.lastVideoTime && this.lastVideoTime >= 0) this.frameTicks = time - this.lastVideoTime;
       this.lastVideoTime = time;

@@ -174,6 +174,28 @@ describe('normalizer on real encoder output', function () {
     expect(backwardSteps(result.blocks)).to.equal(0);
   });
 
+  it('a video track arriving 700 ms behind its audio (past the reorder window) is moved forward, never two frames on one timestamp', () => {
+    const source = parse(vp8);
+    const out: Buffer[] = [];
+    const normalizer = new Normalizer({ init: (init) => out.push(init.bytes), cluster: (bytes) => out.push(bytes), block: (parts) => out.push(...parts) });
+    normalizer.header(source.headers[0]);
+    // What a starved encoder's muxer sends: audio in time, video 700 ms late.
+    const arrival = (b: WebmBlock) => b.timecode + (b.track === 1 ? 700 : 0);
+    for (const block of [...source.blocks].sort((a, b) => arrival(a) - arrival(b))) normalizer.block(block);
+    normalizer.flush();
+    const output = Buffer.concat(out);
+    const result = parse(output);
+    expect(normalizer.stats.clamped).to.be.greaterThan(0);
+    expect(backwardSteps(result.blocks), 'blocks going back in time').to.equal(0);
+    for (const track of [1, 2]) {
+      const times = result.blocks.filter((b) => b.track === track).map((b) => b.timecode);
+      const repeated = times.filter((t, i) => i > 0 && t <= times[i - 1]).length;
+      expect(repeated, `track ${track}: blocks not after the one before`).to.equal(0);
+    }
+    expect(result.blocks.filter((b) => b.track === 1).length, 'every video frame from the first keyframe on').to.equal(source.blocks.filter((b) => b.track === 1).length);
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+  });
+
   it('the init segment is live: unknown-size Segment, no SeekHead, Cues or Duration', () => {
     const { inits } = normalize(vp8);
     const bytes = inits[0].bytes;
