@@ -1,16 +1,8 @@
 /**
  * "Prove the economics": what one more viewer costs the relay, next to GStreamer's
- * tcpserversink (native C, the same job without HTTP), and what encoding once saves
- * next to the seed's one encoder per viewer.
- *
- *   npm run build && npm run bench:fanout
- *   node dist/bench/fanout.js --viewers 100,300 --window 5 --reps 1 --encoders none
- *
- * Options (or environment): --viewers LIST (FANOUT_VIEWERS, default 100,300,1000),
- * --window S (FANOUT_WINDOW_S, 10), --reps N (FANOUT_REPS, 1; medians are reported),
- * --encoders LIST|none (FANOUT_ENCODERS, 1,2,4), --targets relay,relay-ws,tcpserversink,floor
- * (FANOUT_TARGETS), --pin on|off (FANOUT_PIN, on). The 20 s recording is cached in the
- * temp directory (FANOUT_RERECORD=1 makes a new one).
+ * tcpserversink (native C, the same job without HTTP) and to bench/floor.c (the least
+ * any server can do), and what encoding once saves next to one encoder per viewer.
+ * Options: see USAGE (`--help`).
  *
  * Pinning puts the server under test on CPU 0 and the readers on the others. Unpinned,
  * the scheduler often wakes a reader on the server's CPU (the server's write is what
@@ -34,29 +26,6 @@ const READERS = path.resolve(HERE, 'fanout-readers.js');
 /** About 20 s would do; 30 leaves room for connecting 1000 readers, warm-up and the window. */
 const RECORDING_S = 30;
 
-const { values: argv } = parseArgs({
-  options: {
-    viewers: { type: 'string' },
-    window: { type: 'string' },
-    reps: { type: 'string' },
-    encoders: { type: 'string' },
-    targets: { type: 'string' },
-    pin: { type: 'string' },
-  },
-});
-const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
-const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
-const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
-const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
-const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
-const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,relay-ws,tcpserversink,floor') as Target[];
-const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
-const CPUS = os.cpus().length;
-const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
-/** taskset CPU lists for the server under test and for the readers, when pinning. */
-const SERVER_CPUS = PIN ? '0' : undefined;
-const READER_CPUS = PIN ? (CPUS === 2 ? '1' : `1-${CPUS - 1}`) : undefined;
-
 /**
  * `relay`: HTTP /live.webm viewers; `relay-ws`: WebSocket /live viewers (the player
  * page's way); `tcpserversink`: GStreamer's; `floor`: bench/floor.c, one write of each
@@ -65,6 +34,54 @@ const READER_CPUS = PIN ? (CPUS === 2 ? '1' : `1-${CPUS - 1}`) : undefined;
 type Target = 'relay' | 'relay-ws' | 'tcpserversink' | 'floor';
 const RELAYS: Target[] = ['relay', 'relay-ws'];
 const REFERENCES: Target[] = ['tcpserversink', 'floor'];
+
+const { values: argv } = parseArgs({
+  options: {
+    viewers: { type: 'string' },
+    window: { type: 'string' },
+    reps: { type: 'string' },
+    encoders: { type: 'string' },
+    targets: { type: 'string' },
+    pin: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanout)
+
+  --viewers LIST     reader counts to measure (FANOUT_VIEWERS, default 100,300,1000)
+  --targets LIST     servers: relay (HTTP), relay-ws (WebSocket), tcpserversink, floor
+                     (FANOUT_TARGETS, default all four)
+  --window S         measurement window in seconds (FANOUT_WINDOW_S, default 10)
+  --reps N           repetitions; the table shows medians (FANOUT_REPS, default 1)
+  --encoders LIST    viewer counts for one-encoder-per-viewer vs encode-once, or none
+                     (FANOUT_ENCODERS, default 1,2,4)
+  --pin on|off       server on CPU 0, readers on the others (FANOUT_PIN, default on)
+
+The 30 s recording is made once and cached in the temp directory (FANOUT_RERECORD=1
+makes a new one). The floor is bench/floor.c, compiled with cc.`;
+if (argv.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
+const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
+const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
+const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
+const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
+const TARGETS = list(argv.targets ?? process.env.FANOUT_TARGETS ?? 'relay,relay-ws,tcpserversink,floor') as Target[];
+for (const target of TARGETS) {
+  if (![...RELAYS, ...REFERENCES].includes(target)) {
+    console.error(`fanout: unknown target "${target}"\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
+const CPUS = os.cpus().length;
+const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
+/** taskset CPU lists for the server under test and for the readers, when pinning. */
+const SERVER_CPUS = PIN ? '0' : undefined;
+const READER_CPUS = PIN ? (CPUS === 2 ? '1' : `1-${CPUS - 1}`) : undefined;
+
 
 /** Runs argv with a higher open-files limit, on `cpus` if given (taskset), keeping the PID (exec). */
 function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: 'pipe' | 'ignore'; stdinFrom?: string; cpus?: string } = {}): ChildProcess {
