@@ -11,7 +11,7 @@ import net from 'node:net';
 import WebSocket from 'ws';
 import { encoderArgs, type EncoderSettings } from '../../src/source/pipeline.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
-import { CLI, freePort, startRelay, waitFor, type RunningRelay } from './relay.js';
+import { freePort, startRelay, waitFor, type RunningRelay } from './relay.js';
 
 import { sleep } from './relay.js';
 export { sleep };
@@ -97,27 +97,7 @@ export function encoderPort(log: string): number | null {
 }
 
 /** A relay process started without the harness' expectations (it may fail to start). */
-export interface RawRelay {
-  process: ChildProcess;
-  log(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>;
-  startedAt: number;
-}
-
-export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}): RawRelay {
-  const startedAt = Date.now();
-  const child = spawn(process.execPath, [CLI, '--port', '0', '--host', '127.0.0.1', ...args], {
-    env: { ...process.env, WEBM_RELAY_LOG: 'debug', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let log = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (text: string) => (log += text));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal, atMs: Date.now() - startedAt })),
-  );
-  return { process: child, log: () => log, exited, startedAt };
-}
+export { spawnRelay, type RawRelay } from './relay.js';
 
 /** Every child process a test starts, so after/afterEach can kill what is left. */
 const started = new Set<ChildProcess>();

@@ -18,20 +18,36 @@ export interface RunningRelay {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `webm-relay` as a real process on a free port; resolves once it serves HTTP. */
-export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
+export interface RawRelay {
+  process: ChildProcess;
+  log(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>;
+  startedAt: number;
+}
+
+/** Starts `webm-relay` as a real process on a free port, its log collected; does not wait for it. */
+export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: 'pipe' | 'ignore' = 'ignore'): RawRelay {
+  const startedAt = Date.now();
   const child = spawn(process.execPath, [CLI, '--port', '0', '--host', '127.0.0.1', ...args], {
     env: { ...process.env, WEBM_RELAY_LOG: 'debug', ...env },
-    stdio: ['pipe', 'ignore', 'pipe'],
+    stdio: [stdin, 'ignore', 'pipe'],
   });
   let log = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => (log += text));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal, atMs: Date.now() - startedAt })),
+  );
+  return { process: child, log: () => log, exited, startedAt };
+}
+
+/** Starts `webm-relay` as a real process on a free port; resolves once it serves HTTP. */
+export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
+  const { process: child, log, exited } = spawnRelay(args, env, 'pipe');
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start within 10 s:\n${log}`)), 10_000);
+    const timer = setTimeout(() => reject(new Error(`relay did not start within 10 s:\n${log()}`)), 10_000);
     const onData = () => {
-      const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log);
+      const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log());
       if (match) {
         clearTimeout(timer);
         child.stderr!.off('data', onData);
@@ -39,16 +55,16 @@ export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {
       }
     };
     child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before serving:\n${log}`)));
+    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before serving:\n${log()}`)));
   });
   return {
     process: child,
     port,
     url: `http://127.0.0.1:${port}`,
-    log: () => log,
+    log,
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
+      return (await exited).code;
     },
   };
 }
