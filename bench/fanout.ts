@@ -475,6 +475,9 @@ async function main(): Promise<void> {
   console.log(`\n(${((Date.now() - started) / 1000).toFixed(0)} s)`);
 }
 
+// The compiled floor goes with the run that made it, also when it fails.
+process.on('exit', () => floorPath && fs.rmSync(floorPath, { force: true }));
+
 main().catch((error: Error) => {
   console.error(error.stack ?? String(error));
   process.exit(1);
