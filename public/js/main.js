@@ -31,8 +31,13 @@ const STATUS_TEXT = {
   unsupported: 'cannot play',
 };
 
+// ?transport=segments: HTTP segments (what a cache or CDN in front can serve) instead of the WebSocket.
+const segmentsUrl = new URL('live/', location.href);
+
 const player = new Player(video, {
   url: wsUrl.href,
+  segmentsUrl: segmentsUrl.href,
+  transport: params.get('transport') === 'segments' ? 'segments' : 'websocket',
   latency,
   buffer,
   onChange: (p) => {

@@ -48,6 +48,7 @@ export class StatsOverlay {
       ['frames', `${s.decodedFrames} decoded, ${s.droppedFrames} dropped`],
       ['stalls', `${s.stalls}${s.jumps + s.gapJumps > 0 ? `, ${s.jumps + s.gapJumps} jumps to live` : ''}`],
       ['first frame', formatMs(s.firstFrameMs)],
+      ['transport', s.segment === null ? s.transport : `${s.transport}, segment ${s.segment}`],
       ['reconnects', `${s.reconnects}${s.retries > s.reconnects ? ` (${s.retries} attempts)` : ''}`],
       ['viewers', s.viewers === null ? '–' : String(s.viewers)],
     ];

@@ -3,6 +3,7 @@
 
 import { BufferController } from './buffer-controller.js';
 import { LatencyController } from './latency-controller.js';
+import { SegmentTransport } from './segment-transport.js';
 import { CLOSE_TOO_MANY_VIEWERS, LiveTransport } from './transport.js';
 
 /**
@@ -16,6 +17,8 @@ export class Player {
    * @param {HTMLVideoElement} video
    * @param {{
    *   url: string,
+   *   segmentsUrl?: string,
+   *   transport?: 'websocket' | 'segments',
    *   onChange?: (player: Player) => void,
    *   latency?: Partial<import('./latency-controller.js').LatencyController['options']>,
    *   buffer?: Partial<import('./buffer-controller.js').BufferController['options']>,
@@ -60,7 +63,8 @@ export class Player {
         this.maybeStart();
       },
     }, options.buffer);
-    this.transport = new LiveTransport(options.url, {
+    /** @type {ConstructorParameters<typeof LiveTransport>[1]} */
+    const handlers = {
       onOpen: () => {
         this.mark('open');
         if (this.state === 'reconnecting' || this.state === 'full') this.setState(this.state, 'Connected, waiting for the stream…');
@@ -78,12 +82,29 @@ export class Player {
       onPong: (message) => {
         if (typeof message.viewers === 'number') this.viewers = message.viewers;
       },
-      onClose: ({ code, retryInMs }) => {
+      onClose: ({ code, reason, retryInMs }) => {
         const seconds = (retryInMs / 1000).toFixed(1);
-        if (code === CLOSE_TOO_MANY_VIEWERS) this.setState('full', `The relay has too many viewers; trying again in ${seconds} s.`);
+        if (this.transport instanceof SegmentTransport) {
+          this.setState('reconnecting', `Segments: ${reason}; trying again in ${seconds} s…`);
+        } else if (this.transport.opened === 0 && this.transport.failures >= 2 && options.segmentsUrl) {
+          // The WebSocket never connected (a proxy that drops Upgrade): plain HTTP segments instead.
+          // After this callback, so that stopping also cancels the retry it is about to schedule.
+          const failed = this.transport;
+          setTimeout(() => {
+            failed.stop();
+            this.transport = new SegmentTransport(/** @type {string} */ (options.segmentsUrl), handlers);
+            this.transport.start();
+          }, 0);
+          this.setState('reconnecting', 'The WebSocket cannot connect; switching to HTTP segments…');
+        } else if (code === CLOSE_TOO_MANY_VIEWERS) this.setState('full', `The relay has too many viewers; trying again in ${seconds} s.`);
         else this.setState('reconnecting', `Lost the connection to the relay; reconnecting in ${seconds} s…`);
       },
-    });
+    };
+    /** @type {LiveTransport | SegmentTransport} */
+    this.transport =
+      options.transport === 'segments' && options.segmentsUrl
+        ? new SegmentTransport(options.segmentsUrl, handlers)
+        : new LiveTransport(options.url, handlers);
 
     video.muted = true;
     video.addEventListener('error', () => this.recover(`media error ${video.error?.code ?? ''}: ${video.error?.message ?? ''}`));
@@ -243,6 +264,9 @@ export class Player {
       droppedFrames: quality?.droppedVideoFrames ?? 0,
       reconnects: this.transport.reconnects,
       retries: this.transport.retries,
+      transport: this.transport instanceof SegmentTransport ? 'segments' : 'websocket',
+      /** The segment being read (segments transport), else null. */
+      segment: this.transport instanceof SegmentTransport ? this.transport.segment : null,
       viewers: this.viewers,
       firstFrameMs: this.firstFrameMs,
       startupMs: this.startupMs,

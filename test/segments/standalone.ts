@@ -4,8 +4,10 @@
  * served by a plain `http.createServer` with `/<name>.webm` (the hub's HTTP transport)
  * and the segment routes.
  */
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
+import path from 'node:path';
 import { Hub, type HubOptions } from '../../src/hub/hub.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
@@ -14,6 +16,22 @@ import { Segmenter, type SegmenterOptions } from '../../src/segments/segmenter.j
 import { HttpTransport } from '../../src/server/transports.js';
 import type { StreamSink } from '../../src/stream/events.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
+import { ROOT } from '../helpers/relay.js';
+
+const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+
+/** The player page and its scripts, as the relay serves them (no WebSocket here: the player must fall back). */
+async function servePublic(urlPath: string, res: http.ServerResponse): Promise<boolean> {
+  const file = urlPath === '/' ? 'index.html' : urlPath.slice(1);
+  if (!/^(js\/)?[a-z-]+\.(html|js|css)$/.test(file)) return false;
+  try {
+    const body = await readFile(path.join(ROOT, 'public', file));
+    res.writeHead(200, { 'Content-Type': TYPES[path.extname(file)], 'Cache-Control': 'no-store' }).end(body);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** The normalizer's output as the stage contract's events, to any number of sinks. */
 class SinkFan implements NormalizedStream {
@@ -118,7 +136,9 @@ export async function startOrigin(options: { name?: string; segments?: Partial<S
       res.once('close', () => hub.remove(viewer));
       return;
     }
-    res.writeHead(404).end();
+    void servePublic(path, res).then((served) => {
+      if (!served) res.writeHead(404).end();
+    });
   });
   // Longer than a cache's idle backend connections, so it never reuses one we closed.
   server.keepAliveTimeout = 75_000;

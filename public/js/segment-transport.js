@@ -1,0 +1,237 @@
+// Transport: the segments of a stream over plain HTTP, for when a cache (Varnish, a CDN)
+// stands between the relay and the viewers, or a proxy drops WebSocket upgrades.
+// Same handlers as LiveTransport in transport.js; knows nothing about media.
+//
+//   GET <base>index.json   {"epoch","init","segments":[...],"partial":{"seq","url","start"},"mimeType","tracks",...}
+//   GET <base><epoch>/init.webm
+//   GET <base><epoch>/<seq>.webm   immutable; the one being produced streams as it is made,
+//                                  the next one is held by the relay until it starts.
+//
+// Segment N's body is read as it arrives and handed on chunk by chunk; segment N+1 is
+// requested as soon as N's response begins (after hls.js's fragment loader), so the
+// next segment is always already waiting at the relay or the cache, never a round trip away.
+
+const DEFAULTS = {
+  /** First retry delay; doubles per failed attempt up to maxDelayMs (with +-25 % jitter). */
+  baseDelayMs: 250,
+  maxDelayMs: 5000,
+  /** No byte of media for this long: the request is dead, start over. */
+  silenceTimeoutMs: 8000,
+  /** How often the silence check runs. */
+  checkIntervalMs: 1000,
+};
+
+/** Why a connection ended, as `onClose` reports it (the code is for the player's messages). */
+export const SEGMENTS_CLOSE = {
+  /** index.json or a segment answered 503: the stream is not live, or its next segment is late. */
+  NOT_LIVE: 4503,
+  /** A segment answered 404: the stream restarted with other tracks, or we fell out of the window. */
+  GONE: 4404,
+  /** The request failed (network, a cache that went away). */
+  NETWORK: 4000,
+  /** Nothing arrived for silenceTimeoutMs. */
+  SILENT: 4001,
+  /** The tab came back from the background far behind live. */
+  BEHIND: 4002,
+};
+
+class SegmentError extends Error {
+  /** @param {number} code @param {string} message */
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class SegmentTransport {
+  /**
+   * @param {string} base URL of the stream's directory, ending with `/` (e.g. `/live/`): index.json is there
+   * @param {{
+   *   onOpen?: () => void,
+   *   onStream: (description: any) => void,
+   *   onInit: (bytes: ArrayBuffer) => void,
+   *   onMedia: (bytes: ArrayBuffer) => void,
+   *   onPong?: (message: any) => void,
+   *   onClose?: (info: { code: number, reason: string, retryInMs: number }) => void,
+   * }} handlers
+   * @param {Partial<typeof DEFAULTS>} options
+   */
+  constructor(base, handlers, options = {}) {
+    this.kind = 'segments';
+    this.base = base;
+    this.handlers = handlers;
+    this.options = { ...DEFAULTS, ...options };
+    this.failures = 0;
+    this.reconnects = 0;
+    this.retries = 0;
+    this.connections = 0;
+    this.opened = 0;
+    this.bytesReceived = 0;
+    /** Segments received whole. */
+    this.segmentsReceived = 0;
+    /** The segment being read now (null before the first). */
+    this.segment = /** @type {number | null} */ (null);
+    this.epoch = /** @type {string | null} */ (null);
+    this.lastDataAt = 0;
+    this.stopped = true;
+    this.retryTimer = 0;
+    this.checkTimer = 0;
+    /** Aborts every request of the current connection. */
+    this.abort = /** @type {AbortController | null} */ (null);
+    this.onVisible = () => {
+      if (document.visibilityState === 'visible') void this.catchUp();
+    };
+  }
+
+  /** @param {{ socket: WebSocket }} [early] a WebSocket the page opened for the other transport: not needed here */
+  start(early) {
+    early?.socket.close();
+    this.stopped = false;
+    document.addEventListener('visibilitychange', this.onVisible);
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    document.removeEventListener('visibilitychange', this.onVisible);
+    this.drop();
+  }
+
+  /** Starts over (new index, init and segments) after `delayMs`: used to recover from a media error. */
+  restart(delayMs = 0) {
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.drop();
+    if (delayMs > 0) this.retryTimer = setTimeout(() => this.connect(), delayMs);
+    else this.connect();
+  }
+
+  /** The WebSocket's ping has no counterpart here. */
+  send() {}
+
+  connect() {
+    if (this.connections > 0) this.retries++;
+    this.connections++;
+    const abort = new AbortController();
+    this.abort = abort;
+    this.lastDataAt = performance.now();
+    clearInterval(this.checkTimer);
+    this.checkTimer = setInterval(() => this.checkSilence(), this.options.checkIntervalMs);
+    this.run(abort.signal).catch((/** @type {any} */ error) => {
+      if (this.abort !== abort) return; // dropped on purpose
+      this.drop();
+      const code = error instanceof SegmentError ? error.code : SEGMENTS_CLOSE.NETWORK;
+      this.scheduleRetry(code, error?.message ?? String(error));
+    });
+  }
+
+  /** One connection: index, init, then segments until something fails. @param {AbortSignal} signal */
+  async run(signal) {
+    const index = await this.fetchIndex(signal);
+    if (this.opened > 0) this.reconnects++;
+    this.opened++;
+    this.handlers.onOpen?.();
+    this.epoch = index.epoch;
+    this.handlers.onStream({ type: 'stream', mimeType: index.mimeType, tracks: index.tracks });
+    const indexUrl = new URL('index.json', new URL(this.base, location.href));
+    const init = await this.get(new URL(index.init, indexUrl).href, signal);
+    const initBytes = await init.arrayBuffer();
+    this.bytesReceived += initBytes.byteLength;
+    this.handlers.onInit(initBytes);
+    // The segment being produced starts at a keyframe: the live edge with a picture at once.
+    let seq = index.partial.seq;
+    let response = this.get(this.segmentUrl(indexUrl, seq), signal);
+    for (;;) {
+      this.segment = seq;
+      const current = await response;
+      // Ask for the next one now: the relay (or the cache) holds it until it starts.
+      response = this.get(this.segmentUrl(indexUrl, seq + 1), signal);
+      // An unread response must not count as a failure of the one we are reading.
+      response.catch(() => {});
+      await this.readBody(current);
+      this.segmentsReceived++;
+      // A full connection's worth of success: start the backoff over.
+      this.failures = 0;
+      seq++;
+    }
+  }
+
+  /** @param {URL} indexUrl @param {number} seq */
+  segmentUrl(indexUrl, seq) {
+    return new URL(`${this.epoch}/${seq}.webm`, indexUrl).href;
+  }
+
+  /** @param {AbortSignal} signal */
+  async fetchIndex(signal) {
+    const response = await this.get(new URL('index.json', new URL(this.base, location.href)).href, signal, 'no-store');
+    return response.json();
+  }
+
+  /** @param {string} url @param {AbortSignal} signal @param {RequestCache} [cache] */
+  async get(url, signal, cache = 'default') {
+    const response = await fetch(url, { signal, cache });
+    if (response.ok) return response;
+    const what = url.endsWith('index.json') ? 'index.json' : `segment ${url.split('/').pop()}`;
+    if (response.status === 503) throw new SegmentError(SEGMENTS_CLOSE.NOT_LIVE, `${what}: not available yet (503)`);
+    if (response.status === 404) throw new SegmentError(SEGMENTS_CLOSE.GONE, `${what}: gone (404)`);
+    throw new SegmentError(SEGMENTS_CLOSE.NETWORK, `${what}: HTTP ${response.status}`);
+  }
+
+  /** Hands the body on as it arrives. @param {Response} response */
+  async readBody(response) {
+    if (!response.body) throw new SegmentError(SEGMENTS_CLOSE.NETWORK, 'a response without a body');
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      this.lastDataAt = performance.now();
+      this.bytesReceived += value.byteLength;
+      const bytes = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength ? value.buffer : value.slice().buffer;
+      this.handlers.onMedia(bytes);
+    }
+  }
+
+  checkSilence() {
+    if (performance.now() - this.lastDataAt <= this.options.silenceTimeoutMs) return;
+    this.drop();
+    this.scheduleRetry(SEGMENTS_CLOSE.SILENT, 'no data from the relay');
+  }
+
+  /** Back from the background: if the stream went on without us, start again at its live edge. */
+  async catchUp() {
+    if (this.stopped || this.segment === null || !this.abort) return;
+    try {
+      const index = await this.fetchIndex(this.abort.signal);
+      if (index.epoch !== this.epoch || index.partial.seq > this.segment + 1) {
+        this.drop();
+        this.handlers.onClose?.({ code: SEGMENTS_CLOSE.BEHIND, reason: 'back from the background: to the live edge', retryInMs: 0 });
+        this.connect();
+      }
+    } catch {
+      // The running connection reports its own failures.
+    }
+  }
+
+  /** Cancels every request of the current connection without a retry. */
+  drop() {
+    clearInterval(this.checkTimer);
+    const abort = this.abort;
+    this.abort = null;
+    abort?.abort();
+  }
+
+  /** @param {number} code @param {string} reason */
+  scheduleRetry(code, reason) {
+    if (this.stopped) return;
+    const { baseDelayMs, maxDelayMs } = this.options;
+    let delay = Math.min(maxDelayMs, baseDelayMs * 2 ** this.failures);
+    delay *= 0.75 + Math.random() * 0.5;
+    // The relay says when: Retry-After is a second for a late segment.
+    if (code === SEGMENTS_CLOSE.NOT_LIVE) delay = Math.max(delay, 1000);
+    this.failures++;
+    this.handlers.onClose?.({ code, reason, retryInMs: Math.round(delay) });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+}
