@@ -16,6 +16,8 @@ export class Segment {
   lastTicks: number;
   /** Origin requests for this segment's URL: a cache in front should make this one. */
   requests = 0;
+  /** When its keyframe cluster came in (ms since the epoch): where delivery latency starts. */
+  readonly startedAt = Date.now();
   private readonly readers = new Set<ServerResponse>();
 
   constructor(
