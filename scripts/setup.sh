@@ -18,6 +18,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v ffmpeg >/dev/null || need+=(ffmpeg)
   command -v mkvinfo >/dev/null || need+=(mkvtoolnix)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # The Varnish tier's tests start their own varnishd, which compiles the VCL with cc.
+  command -v varnishd >/dev/null || need+=(varnish)
+  command -v cc >/dev/null || need+=(gcc libc6-dev)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
