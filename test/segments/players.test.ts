@@ -116,3 +116,58 @@ describe('segments: Chromium players through Varnish (segment transport)', funct
     expect((o.requests.get(next) ?? 0) - before).to.be.at.most(1);
   });
 });
+
+describe('segments: the player in a background tab', function () {
+  this.timeout(120_000);
+  let origin: Origin | null = null;
+  let browser: Browser | null = null;
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await origin?.close();
+    await killTracked();
+  });
+
+  it('a tab whose scripts stopped in the background for 8 s comes back at the live edge from index.json', async () => {
+    const o = await startOrigin();
+    origin = o;
+    gstProducer(o.ingestPort);
+    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 20_000);
+    browser = await launchBrowser();
+    const page = await browser.newPage();
+    await page.goto(`${o.url}/?transport=segments`);
+    await waitPlaying(page);
+    // Hidden, and then no script runs for 6 s (a background tab throttled to nothing):
+    // nothing is read or appended meanwhile, while the stream goes on.
+    await page.evaluate(() => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    const hiddenAt = o.segmenter.partial!.seq;
+    await page.evaluate(() => {
+      const until = Date.now() + 8000;
+      while (Date.now() < until);
+    });
+    expect(o.segmenter.partial!.seq - hiddenAt).to.be.at.least(3);
+    const before = await playerSnapshot(page);
+    await page.evaluate(() => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'visible' });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    const partial = () => o.segmenter.partial?.seq ?? -1;
+    await page.waitForFunction(
+      (live) => {
+        const player = (window as unknown as { player: { transport: { segment: number | null } } }).player;
+        return (player.transport.segment ?? -1) >= live - 1;
+      },
+      partial(),
+      { timeout: 10_000, polling: 100 },
+    );
+    await waitPlaying(page);
+    await expectAdvancing(page, 1, 6000, 'after the background');
+    const after = await playerSnapshot(page);
+    // Back at the live edge: started over from index.json, or jumped ahead in what arrived.
+    expect(after.reconnects + after.jumps, JSON.stringify({ before, after })).to.be.greaterThan(before.reconnects + before.jumps);
+    expect(after.lag, JSON.stringify(after)).to.be.below(3);
+  });
+});
