@@ -164,13 +164,15 @@ export class SegmentTransport {
 
   /** @param {AbortSignal} signal */
   async fetchIndex(signal) {
-    const response = await this.get(new URL('index.json', new URL(this.base, location.href)).href, signal, 'no-store');
+    // Its max-age=0 makes the browser ask every time, without the no-cache request
+    // headers that cache: 'no-store' would add (a CDN may honour them and skip its cache).
+    const response = await this.get(new URL('index.json', new URL(this.base, location.href)).href, signal);
     return response.json();
   }
 
-  /** @param {string} url @param {AbortSignal} signal @param {RequestCache} [cache] */
-  async get(url, signal, cache = 'default') {
-    const response = await fetch(url, { signal, cache });
+  /** @param {string} url @param {AbortSignal} signal */
+  async get(url, signal) {
+    const response = await fetch(url, { signal });
     if (response.ok) return response;
     const what = url.endsWith('index.json') ? 'index.json' : `segment ${url.split('/').pop()}`;
     if (response.status === 503) throw new SegmentError(SEGMENTS_CLOSE.NOT_LIVE, `${what}: not available yet (503)`);
