@@ -9,7 +9,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import { startOrigin } from '../test/segments/standalone.js';
 
-const origin = await startOrigin({ hub: { maxViewers: 100_000 }, segments: { maxParked: 100_000 } });
+const origin = await startOrigin({ limits: { maxViewers: 100_000 }, segments: { maxParked: 100_000 } });
 const stats = http.createServer((_req, res) => {
   const s = origin.segmenter;
   const starts: Record<number, number> = {};

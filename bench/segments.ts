@@ -12,7 +12,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { encoderArgs } from '../src/source/pipeline.js';
+import { encoderArgs } from '../src/source/gst-args.js';
 import { PRODUCER } from '../test/helpers/faults.js';
 import { startVarnish, type Varnish } from '../test/segments/varnish.js';
 import { cpuSeconds, machine, quantile, sleep } from './fanout-lib.js';

@@ -125,6 +125,56 @@ export interface StreamStats {
   };
   encoder: { pid: number | null; restarts: number } | null;
   encoderRestarts: number;
+  segments: SegmentStats;
+}
+
+/** A complete segment in `index.json`. Times in seconds of media time. */
+export interface SegmentEntry {
+  seq: number;
+  /** Relative to index.json: `<epoch>/<seq>.webm`. */
+  url: string;
+  start: number;
+  duration: number;
+}
+
+/**
+ * `GET /<name>/index.json`: the segments an HTTP cache can serve. `init` followed by
+ * segments N, N+1, ... is the stream a `/<name>.webm` viewer gets from the keyframe of
+ * N on. URLs are relative to the index, so a path prefix added by a proxy carries over.
+ */
+export interface SegmentIndex {
+  /** Changes with every init segment and every restart of the relay: a URL never names two things. */
+  epoch: string;
+  /** `<epoch>/init.webm` */
+  init: string;
+  /** The complete segments of the window, oldest first. */
+  segments: SegmentEntry[];
+  /** The segment being produced: it streams as it is made. `partial.seq + 1` is held until it starts. */
+  partial: { seq: number; url: string; start: number };
+  /** The longest complete segment in the window, seconds. */
+  targetDuration: number;
+  /** What a player needs to set up its SourceBuffer, as in the WebSocket's stream message. */
+  mimeType: string;
+  tracks: TrackDescription[];
+}
+
+/** The segmenter's part of `/api/streams/<name>`. */
+export interface SegmentStats {
+  epoch: string | null;
+  live: boolean;
+  /** Complete segments in the window. */
+  segments: number;
+  /** Bytes held: complete segments, the one being produced and the init segment. */
+  bytes: number;
+  /** Requests waiting for the next segment. */
+  parked: number;
+  /** Sequence number of the segment being produced, or null. */
+  partial: number | null;
+  requests: { index: number; init: number; segment: number; notFound: number; parkTimeouts: number; parkRefused: number };
+  /** Origin requests per segment URL still in the window, [seq, requests], oldest first: a cache in front makes this 1. */
+  perSegment: [number, number][];
+  /** Segments given up because they outgrew the byte bound (a producer without keyframes). */
+  oversized: number;
 }
 
 /**

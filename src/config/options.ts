@@ -40,6 +40,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-queue', value: 'BYTES', default: '4M', scope: 'stream', help: 'per-viewer backlog that triggers --recover' },
   { name: 'stall-timeout', value: 'S', default: '10', scope: 'stream', help: 'disconnect a viewer that has read nothing for this long' },
   { name: 'producer-grace', value: 'S', default: '30', scope: 'stream', help: 'keep viewers this long after the producer stops' },
+  { name: 'segment-window', value: 'S', default: '60', scope: 'stream', help: 'seconds of segments kept in memory for HTTP caches (/NAME/index.json, /NAME/EPOCH/SEQ.webm)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', scope: 'stream', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', scope: 'relay', help: 'largest message accepted from a WebSocket client' },
@@ -94,6 +95,8 @@ export interface StreamLimits {
   maxQueueBytes: number;
   stallTimeoutMs: number;
   producerGraceMs: number;
+  /** Seconds of complete segments the segmenter keeps. */
+  segmentWindowS: number;
   maxHeaderBytes: number;
   maxElementBytes: number;
 }
@@ -222,6 +225,7 @@ export function readLimits(get: Lookup): StreamLimits {
     maxQueueBytes: bytes(where('max-queue'), value('max-queue'), 64 << 10, 1 << 30),
     stallTimeoutMs: decimal(where('stall-timeout'), value('stall-timeout'), 0.5, 3600) * 1000,
     producerGraceMs: decimal(where('producer-grace'), value('producer-grace'), 0, 3600) * 1000,
+    segmentWindowS: decimal(where('segment-window'), value('segment-window'), 1, 3600),
     maxHeaderBytes: bytes(where('max-header-size'), value('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes(where('max-element-size'), value('max-element-size'), 64 << 10, 256 << 20),
   };

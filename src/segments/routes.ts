@@ -1,28 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { describeStream, type StreamDescription } from '../server/transports.js';
+import { STREAM_NAME } from '../config/options.js';
+import type { SegmentIndex } from '../protocol.js';
+import { describeTrackList } from '../stream/stream.js';
 import { EPOCH_PATTERN } from './epoch.js';
 import type { Segment } from './segment.js';
-import type { Segmenter, SegmentEntry } from './segmenter.js';
-
-/**
- * `GET /<name>/index.json`: the window of complete segments and the one being produced.
- * URLs are relative to the index (`<epoch>/<seq>.webm`), so a path prefix added by a
- * proxy or CDN carries over.
- */
-export interface SegmentIndex {
-  epoch: string;
-  init: string;
-  segments: (SegmentEntry & { url: string })[];
-  partial: { seq: number; url: string; start: number } | null;
-  /** The longest complete segment in the window, seconds. */
-  targetDuration: number;
-  /** What the player needs to set up its SourceBuffer (as the WebSocket's description). */
-  mimeType: string;
-  tracks: StreamDescription['tracks'];
-}
+import type { Segmenter } from './segmenter.js';
 
 /** A stream name as the relay accepts it. */
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const NAME = STREAM_NAME;
 /** A sequence number: decimal, no leading zeros, small enough to be exact. */
 const SEQ = /^(0|[1-9][0-9]{0,14})$/;
 /** Longest URL looked at; anything longer is a 404 before it is parsed. */
@@ -119,18 +104,22 @@ export function segmentRoutes(lookup: SegmenterLookup): (req: IncomingMessage, r
 
 export function buildIndex(segmenter: Segmenter): SegmentIndex | null {
   const epoch = segmenter.epoch;
-  const info = segmenter.info;
+  const init = segmenter.init;
   const partial = segmenter.partial;
-  if (!epoch || !info || !segmenter.live || !partial) return null;
-  const description = describeStream({ bytes: segmenter.init!, info });
+  if (!epoch || !init || !segmenter.live || !partial) return null;
   return {
     epoch,
     init: `${epoch}/init.webm`,
-    segments: segmenter.segments.map((s) => ({ ...segmenter.entry(s), url: `${epoch}/${s.seq}.webm` })),
+    segments: segmenter.segments.map((s) => ({
+      seq: s.seq,
+      url: `${epoch}/${s.seq}.webm`,
+      start: segmenter.seconds(s.startTicks),
+      duration: segmenter.seconds(s.durationTicks),
+    })),
     partial: { seq: partial.seq, url: `${epoch}/${partial.seq}.webm`, start: segmenter.seconds(partial.startTicks) },
     targetDuration: segmenter.targetDuration,
-    mimeType: description.mimeType,
-    tracks: description.tracks,
+    mimeType: init.segment.info.mimeType,
+    tracks: describeTrackList(init.segment.info.tracks),
   };
 }
 
@@ -152,7 +141,7 @@ function serveIndex(segmenter: Segmenter, res: ServerResponse): void {
 }
 
 function serveInit(segmenter: Segmenter, epoch: string, res: ServerResponse): void {
-  const init = segmenter.init;
+  const init = segmenter.init?.segment.bytes;
   if (epoch !== segmenter.epoch || !init) return notFound(res, segmenter);
   segmenter.requests.init++;
   const etag = `"${epoch}-init"`;

@@ -1,5 +1,5 @@
-import type { StreamInfo } from '../webm/header.js';
 import { logger } from '../log.js';
+import type { CloseReason, SegmentStats } from '../protocol.js';
 import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../stream/events.js';
 import { newEpoch } from './epoch.js';
 import { Segment } from './segment.js';
@@ -47,30 +47,6 @@ export type SegmentLookup =
   /** Another epoch, too far ahead, out of the window, or never kept. */
   | { kind: 'none' };
 
-export interface SegmentEntry {
-  seq: number;
-  /** Seconds of media time. */
-  start: number;
-  duration: number;
-}
-
-export interface SegmenterStats {
-  epoch: string | null;
-  live: boolean;
-  /** Complete segments in the window. */
-  segments: number;
-  /** Bytes held: complete segments, the one being produced and the init segment. */
-  bytes: number;
-  parked: number;
-  /** Sequence number of the segment being produced, or null. */
-  partial: number | null;
-  requests: { index: number; init: number; segment: number; notFound: number; parkTimeouts: number; parkRefused: number };
-  /** Origin requests per segment URL still in the window (seq, requests), oldest first. */
-  perSegment: [number, number][];
-  /** Segments given up because they outgrew the byte bound (a producer without keyframes). */
-  oversized: number;
-}
-
 /**
  * The segment sink: cuts the normalized stream at every keyframe cluster into numbered,
  * immutable segments and keeps the last `windowSeconds` of them (bounded in bytes too),
@@ -80,8 +56,7 @@ export interface SegmenterStats {
 export class Segmenter implements StreamSink {
   readonly options: SegmenterOptions;
   private epochToken: string | null = null;
-  private initBytes: Buffer | null = null;
-  private streamInfo: StreamInfo | null = null;
+  private currentInit: VersionedInit | null = null;
   private ticksPerSecond = 1000;
   /** Complete segments, oldest first. */
   private readonly complete: Segment[] = [];
@@ -106,12 +81,9 @@ export class Segmenter implements StreamSink {
     return this.epochToken;
   }
 
-  get init(): Buffer | null {
-    return this.initBytes;
-  }
-
-  get info(): StreamInfo | null {
-    return this.streamInfo;
+  /** The init segment the current epoch's segments follow. */
+  get init(): VersionedInit | null {
+    return this.currentInit;
   }
 
   get live(): boolean {
@@ -129,10 +101,6 @@ export class Segmenter implements StreamSink {
 
   seconds(ticks: number): number {
     return Math.round((ticks / this.ticksPerSecond) * 1000) / 1000;
-  }
-
-  entry(segment: Segment): SegmentEntry {
-    return { seq: segment.seq, start: this.seconds(segment.startTicks), duration: this.seconds(segment.durationTicks) };
   }
 
   /** The longest complete segment in the window, in seconds (1 before there is one). */
@@ -153,15 +121,14 @@ export class Segmenter implements StreamSink {
     this.completeBytes = 0;
     this.releaseParked('epoch-changed');
     this.epochToken = newEpoch();
-    this.initBytes = init.segment.bytes;
-    this.streamInfo = init.segment.info;
+    this.currentInit = init;
     this.ticksPerSecond = 1e9 / init.segment.info.timecodeScale;
     this.skipping = true;
     log.info(`epoch ${this.epochToken}: init segment version ${init.version}, ${init.segment.info.mimeType}`);
   }
 
   clusterStarted(cluster: ClusterEvent): void {
-    if (cluster.keyframe && this.initBytes) {
+    if (cluster.keyframe && this.currentInit) {
       this.flushPending();
       if (this.current) this.finishCurrent(cluster.timecode - this.current.startTicks);
       this.startSegment(cluster.timecode);
@@ -192,7 +159,7 @@ export class Segmenter implements StreamSink {
     this.producerLive = false;
   }
 
-  close(reason: string): void {
+  close(reason: CloseReason): void {
     this.closed = true;
     this.current?.abandon();
     this.current = null;
@@ -248,14 +215,14 @@ export class Segmenter implements StreamSink {
     return this.parked.size;
   }
 
-  stats(): SegmenterStats {
+  stats(): SegmentStats {
     const perSegment: [number, number][] = this.complete.map((s) => [s.seq, s.requests]);
     if (this.current) perSegment.push([this.current.seq, this.current.requests]);
     return {
       epoch: this.epochToken,
       live: this.live,
       segments: this.complete.length,
-      bytes: this.completeBytes + (this.current?.bytes ?? 0) + (this.initBytes?.length ?? 0),
+      bytes: this.completeBytes + (this.current?.bytes ?? 0) + (this.currentInit?.segment.bytes.length ?? 0),
       parked: this.parked.size,
       partial: this.current?.seq ?? null,
       requests: { ...this.requests },

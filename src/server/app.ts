@@ -6,6 +6,7 @@ import type { WebSocketServer } from 'ws';
 import { STREAM_NAME } from '../config/options.js';
 import { logger } from '../log.js';
 import type { RelayStats } from '../protocol.js';
+import { segmentRoutes } from '../segments/routes.js';
 import type { Snapshots } from '../stream/snapshot.js';
 import type { Stream } from '../stream/stream.js';
 import { bearerMatches } from './auth.js';
@@ -49,6 +50,12 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   const streamFor = (match: RegExpExecArray | null): Stream | undefined => (match ? relay.streams.get(match[1]) : undefined);
 
   // --- streams ---------------------------------------------------------------------
+  // Segments for HTTP caches: /<name>/index.json, /<name>/<epoch>/init.webm, /<name>/<epoch>/<seq>.webm.
+  // First, so that junk in their shape is a 404 before anything else looks at it.
+  const segments = segmentRoutes((name) => relay.streams.get(name)?.segments);
+  app.use((req: Request, res: Response, next) => {
+    if (!segments(req, res)) next();
+  });
   app.use((req: Request, res: Response, next) => {
     const url = req.path;
     let match: RegExpExecArray | null;
@@ -121,6 +128,9 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   const server = http.createServer(app);
   server.headersTimeout = 10_000;
   server.requestTimeout = 0; // /<name>.webm responses last as long as the viewer watches
+  // Idle kept-alive connections stay longer than a cache in front keeps them (Varnish:
+  // backend_idle_timeout, 60 s), so it never sends a request on one we just closed.
+  server.keepAliveTimeout = 65_000;
   const wss = attachWebSockets(server, relay.streams, options.wsMaxPayloadBytes);
   return { server, wss };
 }

@@ -5,6 +5,7 @@ import type { ViewerBudget } from '../hub/viewers.js';
 import { UpstreamPull } from '../ingest/pull.js';
 import { TcpIngest } from '../ingest/tcp.js';
 import { logger } from '../log.js';
+import { Segmenter } from '../segments/segmenter.js';
 import type { InitSegment } from '../normalizer/init-segment.js';
 import { Normalizer, type NormalizedStream } from '../normalizer/normalizer.js';
 import type { StreamStats, StreamSummary, TrackDescription } from '../protocol.js';
@@ -33,6 +34,8 @@ export interface StreamContext {
 export class Stream {
   readonly name: string;
   readonly hub: Hub;
+  /** The stream as numbered segments for HTTP caches (`/<name>/index.json`). */
+  readonly segments: Segmenter;
   private readonly sinks: StreamSink[] = [];
   private readonly normalizer: Normalizer;
   private session: ProducerSession | null = null;
@@ -67,6 +70,8 @@ export class Stream {
       context.budget,
     );
     this.sinks.push(this.hub);
+    this.segments = new Segmenter({ windowSeconds: limits.segmentWindowS });
+    this.sinks.push(this.segments);
     this.normalizer = new Normalizer(this.normalizedOut);
   }
 
@@ -251,6 +256,7 @@ export class Stream {
       normalizer: { ...this.normalizer.stats },
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
+      segments: this.segments.stats(),
     };
   }
 }

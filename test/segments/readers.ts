@@ -3,7 +3,7 @@
  * the one being produced, asking for N+1 as soon as N's response begins.
  */
 import http from 'node:http';
-import type { SegmentIndex } from '../../src/segments/routes.js';
+import type { SegmentIndex } from '../../src/protocol.js';
 
 export interface Fetched {
   status: number;

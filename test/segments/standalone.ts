@@ -1,21 +1,23 @@
 /**
- * A bare origin for the segment tests: the real splitter, normalizer, hub and segmenter
- * in this process, fed from a TCP port (a real producer) or from recorded bytes, and
- * served by a plain `http.createServer` with `/<name>.webm` (the hub's HTTP transport)
- * and the segment routes.
+ * A bare origin for the segment tests: the relay's `Stream` (splitter, normalizer, hub,
+ * segmenter) in this process, fed from a TCP port (a real producer) or synchronously
+ * from recorded bytes, served by a plain `http.createServer` with `/<name>.webm` (the
+ * hub's HTTP transport), the segment routes and the player page, and nothing else: no
+ * WebSocket (the player must fall back to segments), and a log of every request path.
  */
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { Hub, type HubOptions } from '../../src/hub/hub.js';
-import type { InitSegment } from '../../src/normalizer/init-segment.js';
-import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
+import { EventEmitter } from 'node:events';
+import type { Readable } from 'node:stream';
+import { DEFAULT_LIMITS, type StreamLimits } from '../../src/config/options.js';
+import type { Hub } from '../../src/hub/hub.js';
+import { ViewerBudget } from '../../src/hub/viewers.js';
 import { segmentRoutes } from '../../src/segments/routes.js';
-import { Segmenter, type SegmenterOptions } from '../../src/segments/segmenter.js';
+import type { Segmenter, SegmenterOptions } from '../../src/segments/segmenter.js';
 import { HttpTransport } from '../../src/server/transports.js';
-import type { StreamSink } from '../../src/stream/events.js';
-import { WebmSplitter } from '../../src/webm/splitter.js';
+import { Stream } from '../../src/stream/stream.js';
 import { ROOT } from '../helpers/relay.js';
 
 const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
@@ -33,39 +35,6 @@ async function servePublic(urlPath: string, res: http.ServerResponse): Promise<b
   }
 }
 
-/** The normalizer's output as the stage contract's events, to any number of sinks. */
-class SinkFan implements NormalizedStream {
-  private version = 0;
-  private seq = 0;
-  constructor(private readonly sinks: StreamSink[]) {}
-  init(init: InitSegment): void {
-    const event = { segment: init, version: ++this.version };
-    for (const s of this.sinks) s.initChanged(event);
-  }
-  cluster(bytes: Buffer, timecode: number, keyframe: boolean): void {
-    const event = { bytes, seq: this.seq++, timecode, keyframe };
-    for (const s of this.sinks) s.clusterStarted(event);
-  }
-  block(parts: Buffer[], track: number, timecode: number): void {
-    const size = parts.reduce((n, p) => n + p.length, 0);
-    const event = { parts, track, timecode, keyframe: false, video: false, size };
-    for (const s of this.sinks) s.block(event);
-  }
-}
-
-/** The hub as one sink among others. */
-function hubSink(hub: Hub): StreamSink {
-  return {
-    initChanged: (e) => hub.init(e.segment),
-    clusterStarted: (e) => hub.cluster(e.bytes, e.timecode, e.keyframe),
-    block: (e) => hub.block(e.parts, e.track),
-    flush: () => hub.flush(),
-    producerStarted: () => hub.producerStarted(),
-    producerEnded: () => hub.producerEnded(),
-    close: (reason) => hub.close(reason),
-  };
-}
-
 export interface Origin {
   url: string;
   port: number;
@@ -79,44 +48,20 @@ export interface Origin {
   close(): Promise<void>;
 }
 
-export async function startOrigin(options: { name?: string; segments?: Partial<SegmenterOptions>; hub?: Partial<HubOptions> } = {}): Promise<Origin> {
+export async function startOrigin(options: { name?: string; segments?: Partial<SegmenterOptions>; limits?: Partial<StreamLimits> } = {}): Promise<Origin> {
   const name = options.name ?? 'live';
-  const hub = new Hub({ producerGraceMs: 200, ...options.hub });
-  const segmenter = new Segmenter(options.segments);
-  const sinks = [hubSink(hub), segmenter];
-  const normalizer = new Normalizer(new SinkFan(sinks));
-
-  /** One producer: its own splitter, the shared normalizer (as the relay's ingest does). */
-  const producer = () => {
-    const splitter = new WebmSplitter({
-      header: (header) => {
-        normalizer.header(header);
-        for (const s of sinks) s.producerStarted('test');
-      },
-      cluster: () => {},
-      block: (block) => normalizer.block(block),
-      end: () => {},
-      error: () => {},
-    });
-    return {
-      write: (chunk: Buffer) => {
-        splitter.feed(chunk);
-        for (const s of sinks) s.flush();
-      },
-      end: () => {
-        splitter.end();
-        normalizer.flush();
-        for (const s of sinks) s.flush();
-        for (const s of sinks) s.producerEnded('test');
-      },
-    };
-  };
+  const stream = new Stream(
+    { name, producer: { kind: 'publish' }, publishToken: null, limits: { ...DEFAULT_LIMITS, producerGraceMs: 200, ...options.limits } },
+    { budget: new ViewerBudget(Infinity), gstLaunch: 'gst-launch-1.0', fatal: () => {} },
+  );
+  // Bounds of the stream's own segmenter that a test wants smaller.
+  Object.assign(stream.segments.options, options.segments);
+  const hub = stream.hub;
+  const segmenter = stream.segments;
 
   const ingest = net.createServer((socket) => {
-    const p = producer();
-    socket.on('data', (chunk: Buffer) => p.write(chunk));
-    socket.once('close', () => p.end());
     socket.on('error', () => {});
+    if (!stream.attach(socket, `tcp ${socket.remotePort}`, () => socket.destroy())) socket.destroy();
   });
   await new Promise<void>((resolve) => ingest.listen(0, '127.0.0.1', resolve));
 
@@ -154,12 +99,14 @@ export async function startOrigin(options: { name?: string; segments?: Partial<S
     segmenter,
     requests,
     feed(bytes, chunk = 4096) {
-      const p = producer();
-      for (let at = 0; at < bytes.length; at += chunk) p.write(bytes.subarray(at, at + chunk));
-      return p;
+      // A producer whose reads arrive synchronously, so that a test sees their effect at once.
+      const producer = new EventEmitter();
+      if (!stream.attach(producer as unknown as Readable, 'recording', () => {})) throw new Error('another producer is attached');
+      for (let at = 0; at < bytes.length; at += chunk) producer.emit('data', bytes.subarray(at, at + chunk));
+      return { end: () => producer.emit('end') };
     },
     async close() {
-      for (const s of sinks) s.close('test over');
+      await stream.stop();
       ingest.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -131,7 +131,7 @@ describe('segments: a Varnish tier (deploy/varnish/webm-relay.vcl, real varnishd
         (error: Error) => ({ ok: false as const, error }),
       ),
     );
-    await waitFor('the next segment to be streaming', () => o.segmenter.partial?.seq === next && o.segmenter.partial.bytes > 0, 10_000);
+    await waitFor('the next segment to be streaming', () => o.segmenter.partial?.seq === next && (o.segmenter.partial?.bytes ?? 0) > 0, 10_000);
     await sleep(200);
     await v.kill();
     const outcomes = await Promise.all(inFlight);
