@@ -38,7 +38,7 @@ const STATUS_TEXT = {
 };
 
 // ?transport=segments: HTTP segments (what a cache or CDN in front can serve) instead of the WebSocket.
-const segmentsUrl = new URL('live/', location.href);
+const segmentsUrl = new URL(`${streamName}/`, document.baseURI);
 
 const player = new Player(video, {
   url: wsUrl.href,

@@ -133,7 +133,9 @@ export class SegmentTransport {
     this.opened++;
     this.handlers.onOpen?.();
     this.epoch = index.epoch;
-    this.handlers.onStream({ type: 'stream', mimeType: index.mimeType, tracks: index.tracks });
+    /** @type {import('../../src/protocol.js').StreamMessage} */
+    const description = { type: 'stream', name: this.name(), mimeType: index.mimeType, tracks: index.tracks, version: 0 };
+    this.handlers.onStream(description);
     const indexUrl = new URL('index.json', new URL(this.base, location.href));
     const init = await this.get(new URL(index.init, indexUrl).href, signal);
     const initBytes = await init.arrayBuffer();
@@ -157,12 +159,17 @@ export class SegmentTransport {
     }
   }
 
+  /** The stream's name: the last part of the base URL. */
+  name() {
+    return new URL(this.base, location.href).pathname.split('/').filter(Boolean).pop() ?? '';
+  }
+
   /** @param {URL} indexUrl @param {number} seq */
   segmentUrl(indexUrl, seq) {
     return new URL(`${this.epoch}/${seq}.webm`, indexUrl).href;
   }
 
-  /** @param {AbortSignal} signal */
+  /** @param {AbortSignal} signal @returns {Promise<import('../../src/protocol.js').SegmentIndex>} */
   async fetchIndex(signal) {
     // Its max-age=0 makes the browser ask every time, without the no-cache request
     // headers that cache: 'no-store' would add (a CDN may honour them and skip its cache).
