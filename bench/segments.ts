@@ -9,16 +9,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { encoderArgs } from '../src/source/gst-args.js';
 import { PRODUCER } from '../test/helpers/faults.js';
 import { startVarnish, type Varnish } from '../test/segments/varnish.js';
+import { WebmSplitter } from '../src/webm/splitter.js';
 import { cpuSeconds, machine, quantile, sleep } from './fanout-lib.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ORIGIN = path.resolve(HERE, 'segments-origin.js');
+const CLI = path.resolve(HERE, '../src/cli.js');
 
 const { values: argv } = parseArgs({
   options: {
@@ -89,11 +91,27 @@ function getJson<T>(url: string): Promise<T> {
   });
 }
 
+/** The Timecode of the Cluster a segment starts with (ticks), or null if `bytes` is too short. */
+function clusterTimecode(bytes: Buffer): number | null {
+  // Cluster ID (4 bytes), its size (a vint), then the Timecode element: E7, size, value.
+  if (bytes.length < 6 || bytes.readUInt32BE(0) !== 0x1f43b675) return null;
+  const sizeLength = Math.clz32(bytes[4]) - 23;
+  let at = 4 + sizeLength;
+  if (bytes[at] !== 0xe7 || at + 2 > bytes.length) return null;
+  const length = bytes[at + 1] & 0x7f;
+  at += 2;
+  if (at + length > bytes.length) return null;
+  let value = 0;
+  for (let i = 0; i < length; i++) value = value * 256 + bytes[at + i];
+  return value;
+}
+
 /**
  * A reader as the player reads: from the segment being produced on, N+1 asked when N's
- * response begins, until `stopAt`. Records when the first bytes of each segment arrive.
+ * response begins, until `stopAt`. Records when each segment's first bytes arrive, by
+ * the timecode of the cluster it starts with.
  */
-function chainReader(base: string, agent: http.Agent, stopAt: number, firstBytes: Map<string, number>, id: number): Promise<{ errors: number }> {
+function chainReader(base: string, agent: http.Agent, stopAt: number, arrivals: number[][]): Promise<{ errors: number }> {
   return new Promise((resolve) => {
     let errors = 0;
     let open = 0;
@@ -129,13 +147,56 @@ function chainReader(base: string, agent: http.Agent, stopAt: number, firstBytes
               return;
             }
             if (Date.now() < stopAt) read(seq + 1);
-            r.once('data', () => firstBytes.set(`${id}:${seq}`, Date.now()));
-            r.resume();
+            let head = Buffer.alloc(0);
+            let done = false;
+            r.on('data', (c: Buffer) => {
+              if (done) return;
+              head = Buffer.concat([head, c]);
+              const timecode = clusterTimecode(head);
+              if (timecode !== null) {
+                arrivals.push([timecode, Date.now()]);
+                done = true;
+              } else if (head.length > 64) done = true;
+            });
           });
         read(index.partial.seq + 1);
       });
     });
   });
+}
+
+/**
+ * Stands between the producer and the relay's ingest port and notes when each video
+ * keyframe (where a segment starts) passes: the start of delivery latency.
+ */
+async function timingProxy(relayIngestPort: number, keyframeAt: Map<number, number>): Promise<net.Server> {
+  const server = net.createServer((producer) => {
+    const relay = net.connect(relayIngestPort, '127.0.0.1');
+    const video = new Set<number>();
+    let msPerTick = 1;
+    const splitter = new WebmSplitter({
+      header: (h) => {
+        msPerTick = h.info.timecodeScale / 1e6;
+        for (const t of h.info.tracks) if (t.kind === 'video') video.add(t.number);
+      },
+      cluster: () => {},
+      block: (b) => {
+        if (b.keyframe && video.has(b.track)) keyframeAt.set(Math.round(b.timecode * msPerTick), Date.now());
+      },
+      end: () => {},
+      error: () => {},
+    });
+    producer.on('data', (chunk: Buffer) => {
+      relay.write(chunk);
+      splitter.feed(chunk);
+    });
+    producer.once('close', () => relay.end());
+    relay.once('close', () => producer.destroy());
+    producer.on('error', () => {});
+    relay.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
 }
 
 interface Row {
@@ -149,13 +210,13 @@ interface Row {
   errors: number;
 }
 
-async function measureReaders(label: string, base: string, n: number, relayPid: number, statsUrl: string, varnishPid: number | null): Promise<Row> {
+async function measureReaders(label: string, base: string, n: number, relayPid: number, keyframeAt: Map<number, number>, varnishPid: number | null): Promise<Row> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
-  const firstBytes = new Map<string, number>();
+  const arrivals: number[][] = [];
   const startAt = Date.now();
   // Readers connect first; the window starts once every one is under way.
   const stopAt = startAt + 2000 + WINDOW_S * 1000;
-  const readers = Array.from({ length: n }, (_, i) => chainReader(base, agent, stopAt, firstBytes, i));
+  const readers = Array.from({ length: n }, () => chainReader(base, agent, stopAt, arrivals));
   await sleep(2000);
   const cpu0 = cpuSeconds(relayPid);
   const out0 = bytesWritten(relayPid);
@@ -166,14 +227,14 @@ async function measureReaders(label: string, base: string, n: number, relayPid: 
   const cpu = cpuSeconds(relayPid) - cpu0;
   const out = bytesWritten(relayPid) - out0;
   const vcpu = varnishPid ? groupCpuSeconds(varnishPid) - v0 : 0;
-  const { starts } = await getJson<{ starts: Record<string, number> }>(statsUrl);
   const results = await Promise.race([Promise.all(readers), sleep(20_000).then(() => null)]);
   agent.destroy();
   const latencies: number[] = [];
-  for (const [key, at] of firstBytes) {
-    const seq = key.split(':')[1];
-    const start = starts[seq];
-    if (start !== undefined && at >= t0 - 1000) latencies.push(at - start);
+  for (const [timecode, at] of arrivals) {
+    // The relay keeps the first producer's timestamps; a keyframe may be moved by a tick or two.
+    let start: number | undefined;
+    for (let d = 0; d <= 40 && start === undefined; d++) start = keyframeAt.get(timecode - d) ?? keyframeAt.get(timecode + d);
+    if (start !== undefined && at >= t0) latencies.push(at - start);
   }
   latencies.sort((a, b) => a - b);
   return {
@@ -184,7 +245,7 @@ async function measureReaders(label: string, base: string, n: number, relayPid: 
     cachePct: varnishPid ? (vcpu / seconds) * 100 : null,
     p50: latencies.length ? quantile(latencies, 0.5) : null,
     p99: latencies.length ? quantile(latencies, 0.99) : null,
-    errors: results ? results.reduce((s, r) => s + r.errors, 0) : -1,
+    errors: results ? results.reduce((sum, x) => sum + x.errors, 0) : -1,
   };
 }
 
@@ -217,35 +278,55 @@ async function measurePush(url: string, n: number, relayPid: number): Promise<Ro
   return row;
 }
 
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 async function main(): Promise<void> {
-  const originProcess = spawn(process.execPath, [ORIGIN], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, WEBM_RELAY_LOG: 'warn' } });
-  children.push(originProcess);
-  const ports = await new Promise<{ port: number; ingestPort: number; statsPort: number }>((resolve, reject) => {
-    originProcess.stdout!.setEncoding('utf8').once('data', (line: string) => resolve(JSON.parse(line)));
-    originProcess.once('exit', (code) => reject(new Error(`origin exited with ${code}`)));
+  const ingestPort = await freePort();
+  const relayProcess = spawn(
+    process.execPath,
+    [CLI, '--port', '0', '--host', '127.0.0.1', '--ingest', `tcp://127.0.0.1:${ingestPort}`, '--max-viewers', '100000'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WEBM_RELAY_LOG: 'info' } },
+  );
+  children.push(relayProcess);
+  const port = await new Promise<number>((resolve, reject) => {
+    let log = '';
+    relayProcess.stderr!.setEncoding('utf8').on('data', (t: string) => {
+      log += t;
+      const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log);
+      if (match) resolve(Number(match[1]));
+    });
+    relayProcess.once('exit', (code) => reject(new Error(`relay exited with ${code}:\n${log}`)));
   });
-  const producer = spawn('gst-launch-1.0', encoderArgs(PRODUCER, ports.ingestPort), { stdio: 'ignore' });
+  const keyframeAt = new Map<number, number>();
+  const proxy = await timingProxy(ingestPort, keyframeAt);
+  const producer = spawn('gst-launch-1.0', encoderArgs(PRODUCER, (proxy.address() as net.AddressInfo).port), { stdio: 'ignore' });
   children.push(producer);
-  const origin = `http://127.0.0.1:${ports.port}`;
-  const statsUrl = `http://127.0.0.1:${ports.statsPort}/`;
+  const origin = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
-    const { stats } = await getJson<{ stats: { segments: number } }>(statsUrl);
-    if (stats.segments >= 2) break;
+    const stats = await getJson<{ segments: { segments: number } }>(`${origin}/api/streams/live`);
+    if (stats.segments.segments >= 2) break;
     await sleep(200);
   }
-  varnish = await startVarnish(ports.port, { storage: 'malloc,256m' });
-  const relayPid = originProcess.pid!;
+  varnish = await startVarnish(port, { storage: 'malloc,256m' });
+  const relayPid = relayProcess.pid!;
   const rows: Row[] = [];
 
-  const idle = await measureReaders('idle (no readers)', `${origin}/live/`, 0, relayPid, statsUrl, varnish.process.pid!);
+  const idle = await measureReaders('idle (no readers)', `${origin}/live/`, 0, relayPid, keyframeAt, varnish.process.pid!);
   rows.push({ ...idle, p50: null, p99: null });
   for (const n of READERS) {
-    rows.push(await measureReaders('segment readers through Varnish', `${varnish.url}/live/`, n, relayPid, statsUrl, varnish.process.pid!));
+    rows.push(await measureReaders('segment readers through Varnish', `${varnish.url}/live/`, n, relayPid, keyframeAt, varnish.process.pid!));
   }
   if (DIRECT > 0) {
-    rows.push(await measureReaders('segment readers, direct', `${origin}/live/`, DIRECT, relayPid, statsUrl, null));
+    rows.push(await measureReaders('segment readers, direct', `${origin}/live/`, DIRECT, relayPid, keyframeAt, null));
     rows.push(await measurePush(`${origin}/live.webm`, DIRECT, relayPid));
   }
+  proxy.close();
 
   const m = machine();
   console.log(`\nbench:segments  ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.kernel}, GStreamer ${m.gstreamer}, varnishd 7.1`);
