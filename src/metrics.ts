@@ -53,5 +53,10 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   counter('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
   counter('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
   counter('producers_rejected_total', 'Producers disconnected for invalid or unplayable data', (s) => s.ingest.rejected);
+  gauge('segments_held_bytes', 'Bytes of segments kept for HTTP caches (window, segment being produced, init)', (s) => s.segments.bytes);
+  gauge('segment_requests_parked', 'Requests waiting for the next segment to start', (s) => s.segments.parked);
+  counter('segment_requests_total', 'Segment requests answered with a segment (a cache in front makes this one per segment)', (s) => s.segments.requests.segment);
+  counter('segment_index_requests_total', 'index.json requests', (s) => s.segments.requests.index);
+  counter('segment_not_found_total', 'Segment URLs answered 404 (junk, too far ahead, out of the window, old epoch)', (s) => s.segments.requests.notFound);
   return registry;
 }

@@ -138,6 +138,11 @@ describe('segments: in the relay (real process)', function () {
       expect(got.headers['cache-control'], path).to.equal('public, max-age=1');
       expect(got.ms, path).to.be.below(2000);
     }
+    // Counted where an operator looks: the relay's stats and /metrics (URLs of a stream it has).
+    expect((await segmentStats(r)).requests.notFound).to.be.at.least(5);
+    const metrics = await (await fetch(`${r.url}/metrics`)).text();
+    expect(Number(/^webm_relay_segment_not_found_total\{stream="live"\} (\d+)$/m.exec(metrics)?.[1])).to.be.at.least(5);
+    expect(metrics).to.match(/^webm_relay_segment_requests_parked\{stream="live"\} 0$/m);
     expect((await getRaw(r.port, '/live/')).status).to.equal(200);
     const index = await getRaw(r.port, '/live/index.json');
     expect(index.status).to.equal(200);
