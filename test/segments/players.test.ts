@@ -152,6 +152,10 @@ describe('segments: the player falls back to segments when the WebSocket cannot 
     const s = (await playerSnapshot(page)) as Awaited<ReturnType<typeof playerSnapshot>> & { transport: string };
     expect(s.transport).to.equal('segments');
     await expectAdvancing(page, 2, 6000, 'fallback player');
+    // The overlay (key S) names the transport and the segment being read.
+    await page.keyboard.press('s');
+    const overlay = await page.locator('#overlay').innerText();
+    expect(overlay).to.match(/transport\s+segments, segment \d+/);
     const seen = await page.evaluate(() => (window as unknown as { seenMessages: string[] }).seenMessages);
     expect(seen.join(' | ')).to.contain('switching to HTTP segments');
   });
