@@ -30,6 +30,8 @@ function plain(res: ServerResponse, status: number, body: Buffer, extra: Record<
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': String(body.length),
     'Cache-Control': BRIEF,
+    // A player on another origin (a CDN's hostname) must see the status, not a CORS failure.
+    'Access-Control-Allow-Origin': '*',
     ...extra,
   });
   res.end(res.req.method === 'HEAD' ? undefined : body);
