@@ -313,7 +313,7 @@ async function main(): Promise<void> {
     if (stats.segments.segments >= 2) break;
     await sleep(200);
   }
-  varnish = await startVarnish(port, { storage: 'malloc,256m' });
+  varnish = await startVarnish(port, { storage: 'malloc,256m', threads: Math.max(300, Math.max(...READERS, DIRECT) + 100) });
   const relayPid = relayProcess.pid!;
   const rows: Row[] = [];
 

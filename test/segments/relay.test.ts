@@ -80,7 +80,7 @@ describe('segments: in the relay (real process)', function () {
     const r = relay;
     // GOPs of 4 s: a request for the next segment may wait 3 x 4 s.
     const producer = gstProducer(ingestPort, { keyframeIntervalS: 4 });
-    await waitFor('two complete segments', async () => (await segmentStats(r)).segments >= 2, 30_000);
+    await waitFor('two complete segments', async () => (await segmentStats(r)).segments >= 2, 60_000);
     // Hold the producer: the stream stays connected, the next segment does not start.
     const stats0 = await segmentStats(r);
     producer.process.kill('SIGSTOP');

@@ -35,7 +35,7 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-export async function startVarnish(backendPort: number, options: { port?: number; storage?: string } = {}): Promise<Varnish> {
+export async function startVarnish(backendPort: number, options: { port?: number; storage?: string; threads?: number } = {}): Promise<Varnish> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'webm-relay-varnish-'));
   const vcl = readFileSync(VCL_PATH, 'utf8').replace(/\.port = "\d+";/, `.port = "${backendPort}";`);
   if (!vcl.includes(`.port = "${backendPort}";`)) throw new Error('cannot point the VCL at the test relay');
@@ -44,7 +44,13 @@ export async function startVarnish(backendPort: number, options: { port?: number
   const port = options.port ?? (await freePort());
   const child = spawn(
     'varnishd',
-    ['-j', 'none', '-n', path.join(dir, 'work'), '-F', '-a', `127.0.0.1:${port}`, '-T', 'none', '-f', vclFile, '-s', options.storage ?? 'malloc,64m'],
+    [
+      '-j', 'none', '-n', path.join(dir, 'work'), '-F', '-a', `127.0.0.1:${port}`, '-T', 'none', '-f', vclFile, '-s', options.storage ?? 'malloc,64m',
+      // Each client being sent a streamed segment holds a worker thread. Threads made in
+      // advance, not on demand: on a loaded machine Varnish creates them too slowly, its
+      // queue fills and it drops new connections.
+      '-p', `thread_pool_min=${options.threads ?? 300}`,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   let log = '';
