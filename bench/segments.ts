@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { encoderArgs } from '../src/source/gst-args.js';
 import { PRODUCER } from '../test/helpers/faults.js';
+import { readerAgent } from '../test/segments/readers.js';
 import { startVarnish, type Varnish } from '../test/segments/varnish.js';
 import { WebmSplitter } from '../src/webm/splitter.js';
 import { cpuSeconds, machine, quantile, sleep } from './fanout-lib.js';
@@ -211,7 +212,7 @@ interface Row {
 }
 
 async function measureReaders(label: string, base: string, n: number, relayPid: number, keyframeAt: Map<number, number>, varnishPid: number | null): Promise<Row> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const agent = readerAgent();
   const arrivals: number[][] = [];
   const startAt = Date.now();
   // Readers connect first; the window starts once every one is under way.

@@ -1,11 +1,10 @@
 import { expect } from 'chai';
-import http from 'node:http';
 import type { Browser, Page } from 'playwright-core';
 import { launchBrowser, playerSnapshot, sampleVideo, watchErrors } from '../helpers/browser.js';
 import { gstProducer, killTracked } from '../helpers/faults.js';
 import type { SegmentStats } from '../../src/protocol.js';
 import { getJson, sleep, startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
-import { fetchStreamed, readSegments } from './readers.js';
+import { fetchStreamed, readerAgent, readSegments } from './readers.js';
 import { startOrigin, type Origin } from './standalone.js';
 import { startVarnish, type Varnish } from './varnish.js';
 
@@ -39,7 +38,7 @@ describe('segments: Chromium players through Varnish in front of the relay (segm
   let relay: RunningRelay | null = null;
   let varnish: Varnish | null = null;
   let browser: Browser | null = null;
-  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const agent = readerAgent();
 
   after(async () => {
     agent.destroy();

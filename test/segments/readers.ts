@@ -5,6 +5,16 @@
 import http from 'node:http';
 import type { SegmentIndex } from '../../src/protocol.js';
 
+/**
+ * A connection per request, as many at once as asked for. Not kept alive: Varnish
+ * closes an idle client connection after 5 s (timeout_idle), and a request sent on one
+ * it is closing at that moment fails ("socket hang up"). Browsers retry such a
+ * request; Node's client does not.
+ */
+export function readerAgent(): http.Agent {
+  return new http.Agent({ keepAlive: false, maxSockets: Infinity });
+}
+
 export interface Fetched {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -14,10 +24,28 @@ export interface Fetched {
   endAt: number;
 }
 
-/** GET with the response head reported as soon as it arrives. Rejects on a broken body. */
-export function fetchStreamed(url: string, agent: http.Agent | false, onHead: (status: number) => void = () => {}): Promise<Fetched> {
+/**
+ * GET with the response head reported as soon as it arrives. Rejects on a broken body.
+ * A connection that fails before any answer is tried once more, as browsers do for an
+ * idempotent request (on a loaded machine a cache may close a connection it has just
+ * accepted): never a body that broke off.
+ */
+export async function fetchStreamed(url: string, agent: http.Agent | false, onHead: (status: number) => void = () => {}): Promise<Fetched> {
+  try {
+    return await fetchOnce(url, agent, onHead);
+  } catch (error) {
+    if (!(error instanceof NoAnswer)) throw error;
+    return fetchOnce(url, agent, onHead);
+  }
+}
+
+class NoAnswer extends Error {}
+
+function fetchOnce(url: string, agent: http.Agent | false, onHead: (status: number) => void): Promise<Fetched> {
   return new Promise((resolve, reject) => {
+    let answered = false;
     const request = http.get(url, { agent }, (res) => {
+      answered = true;
       const headAt = Date.now();
       onHead(res.statusCode ?? 0);
       const chunks: Buffer[] = [];
@@ -27,7 +55,10 @@ export function fetchStreamed(url: string, agent: http.Agent | false, onHead: (s
       res.once('error', reject);
     });
     request.setTimeout(30_000, () => request.destroy(new Error(`${url}: nothing for 30 s`)));
-    request.on('error', reject);
+    request.on('error', (error) => {
+      if (!answered && /socket hang up|ECONNRESET/.test(error.message)) reject(new NoAnswer(`${url}: ${error.message}`));
+      else reject(error.message.startsWith(url) ? error : new Error(`${url}: ${error.message}`));
+    });
   });
 }
 

@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { SegmentStats } from '../../src/protocol.js';
 import { killTracked } from '../helpers/faults.js';
 import { getJson, sleep, startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
-import { fetchIndex, fetchStreamed, readSegments, type ReaderResult } from './readers.js';
+import { fetchIndex, fetchStreamed, readerAgent, readSegments, type ReaderResult } from './readers.js';
 import { startVarnish, type Varnish } from './varnish.js';
 
 /** The relay's own count of what it was asked for (its stats, not a cache's). */
@@ -37,8 +37,8 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
     return { r, v };
   }
 
-  const keptAlive = () => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const newAgent = () => {
+    const agent = readerAgent();
     agents.push(agent);
     return agent;
   };
@@ -48,7 +48,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
     const before = await segmentStats(r);
     const readers = 200;
     const count = 3;
-    const agent = keptAlive();
+    const agent = newAgent();
     const results = await Promise.all(Array.from({ length: readers }, () => readSegments(`${v.url}/live/`, count, agent)));
 
     // What the relay was asked for, before the direct reads below add to it.
@@ -88,7 +88,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
 
   it('index.json under load: about one relay request per second, however many readers', async () => {
     const { r, v } = await relayBehindVarnish();
-    const agent = keptAlive();
+    const agent = newAgent();
     const before = (await segmentStats(r)).requests.index;
     const started = Date.now();
     let answered = 0;
@@ -121,7 +121,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
     expect((await segmentStats(r)).requests.notFound - before.requests.notFound).to.equal(1);
     await waitFor('the segment to be next', async () => ((await segmentStats(r)).partial ?? 0) + 1 >= ahead, 15_000);
     await sleep(1100);
-    const agent = keptAlive();
+    const agent = newAgent();
     const all = await Promise.all(Array.from({ length: 50 }, () => fetchStreamed(v.url + tooFar, agent)));
     expect(all.map((x) => x.status)).to.deep.equal(Array(50).fill(200));
     expect(perSegment(await segmentStats(r)).get(ahead)).to.equal(1);
@@ -129,7 +129,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
 
   it('Varnish killed mid-segment: readers see a broken body, not a short segment; a new Varnish serves them again', async () => {
     const { r, v } = await relayBehindVarnish();
-    const agent = keptAlive();
+    const agent = newAgent();
     const index = await fetchIndex(`${v.url}/live/`, agent);
     const next = index.partial.seq + 1;
     const inFlight = Array.from({ length: 20 }, () =>
@@ -146,7 +146,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
 
     varnish = await startVarnish(r.port, { port: v.port });
     // A fresh agent: the old one's sockets went to the Varnish that was killed.
-    const again: ReaderResult = await readSegments(`${varnish.url}/live/`, 2, keptAlive());
+    const again: ReaderResult = await readSegments(`${varnish.url}/live/`, 2, newAgent());
     expect(again.segments.size).to.equal(2);
     for (const [seq, got] of again.segments) {
       const direct = await fetchStreamed(`${r.url}/live/${again.epoch}/${seq}.webm`, false);
