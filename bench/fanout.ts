@@ -95,7 +95,7 @@ for (const [flag, values] of [['--viewers', VIEWERS], ['--streams', STREAMS]] as
 /** More than one stream count asked for: the streams table and the idle memory per stream. */
 const MULTI = STREAMS.some((s) => s !== 1);
 /** With no viewers, long enough for a few keyframes: each stream then holds what a joining viewer gets. */
-const IDLE_LIVE_MS = 4000;
+const IDLE_LIVE_MS = 3000;
 const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
 const CPUS = os.cpus().length;
 const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
@@ -415,25 +415,30 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
 }
 
 /**
- * RSS of the relay with `count` streams live (each fed its replay for a few keyframes,
- * so each holds what a joining viewer is sent) and no viewers. Median of a few
- * samples a second: a single one can land on either side of a garbage collection.
+ * RSS and CPU of the relay with `count` streams live (each fed its replay for a few
+ * keyframes, so each holds what a joining viewer is sent) and no viewers. RSS is the
+ * median of samples over two seconds: a single one can land on either side of a
+ * garbage collection. CPU is over the same two seconds: what taking in the streams costs.
  */
-async function idleStreamsRss(count: number, file: string): Promise<number> {
+async function idleStreams(count: number, file: string): Promise<{ rss: number; cpu: number }> {
   const relay = await startRelay(count);
   const readers = new Readers({ protocol: 'http', port: relay.port, viewers: 0, streams: relay.streams, recording: file, spreadMs: spreadMs(), connectAfterMs: 0 }, READER_CPUS);
   try {
     await readers.next('ready');
     await sleep(IDLE_LIVE_MS);
+    const pid = relay.server.pid!;
+    const cpu0 = cpuSeconds(pid);
+    const t0 = performance.now();
+    const samples: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      samples.push(memory(pid).rss);
+      await sleep(200);
+    }
+    const cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
     const listed = (await (await fetch(`http://127.0.0.1:${relay.port}/api/streams`)).json()) as { streams: { name: string; live: boolean }[] };
     const notLive = relay.streams.filter((s) => !listed.streams.some((l) => l.name === s.name && l.live));
     if (notLive.length > 0) throw new Error(`streams not live after ${IDLE_LIVE_MS} ms of replay: ${notLive.map((s) => s.name).join(', ')}\n${readers.stderr}`);
-    const samples: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      samples.push(memory(relay.server.pid!).rss);
-      await sleep(200);
-    }
-    return median(samples);
+    return { rss: median(samples), cpu };
   } finally {
     await readers.quit().catch(() => {});
     await relay.stop();
@@ -541,17 +546,17 @@ async function main(): Promise<void> {
   );
 
   const runs = new Map<string, FanoutResult[]>();
-  /** Streams -> RSS with them live and no viewers, one per repetition. */
-  const idleRss = new Map<number, number[]>();
+  /** Streams -> RSS and CPU with them live and no viewers, one per repetition. */
+  const idle = new Map<number, { rss: number; cpu: number }[]>();
   const relayTargets = TARGETS.filter((t) => RELAYS.includes(t));
   if (MULTI && STREAMS.includes(1) === false) console.log('  note: --streams has no 1: no ratio to one stream (the memory per stream still measures 1 stream)');
   if (MULTI && TARGETS.some((t) => REFERENCES.includes(t))) console.log(`  note: ${REFERENCES.join(' and ')} serve one stream: measured with --streams 1 only`);
   for (let rep = 0; rep < REPS; rep++) {
     if (MULTI && relayTargets.length > 0) {
       for (const count of [...new Set([1, ...STREAMS])].sort((a, b) => a - b)) {
-        const rss = await idleStreamsRss(count, file);
-        idleRss.set(count, [...(idleRss.get(count) ?? []), rss]);
-        console.log(`  [${rep + 1}/${REPS}] relay, S=${count} live, no viewers: rss ${mib(rss)} MiB`);
+        const r = await idleStreams(count, file);
+        idle.set(count, [...(idle.get(count) ?? []), r]);
+        console.log(`  [${rep + 1}/${REPS}] relay, S=${count} live, no viewers: rss ${mib(r.rss)} MiB, cpu ${f(r.cpu, 3)} cores`);
       }
     }
     for (const n of VIEWERS) {
@@ -629,17 +634,17 @@ async function main(): Promise<void> {
     console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
     console.log('× 1 stream: CPU against the same number of viewers on one stream.');
     console.log('');
-    const base = median(idleRss.get(1) ?? []);
+    const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
     console.log(
       table(
-        ['streams live, no viewers', 'RSS MiB', 'KiB per stream'],
-        [...idleRss.keys()].sort((a, b) => a - b).map((count) => {
-          const rss = median(idleRss.get(count)!);
-          return [String(count), mib(rss), count === 1 ? '-' : kib((rss - base) / (count - 1))];
+        ['streams live, no viewers', 'RSS MiB', 'KiB per stream', 'CPU cores', 'cores per stream'],
+        [...idle.keys()].sort((a, b) => a - b).map((count) => {
+          const perStream = (key: 'rss' | 'cpu') => (idleMedian(count, key) - idleMedian(1, key)) / (count - 1);
+          return [String(count), mib(idleMedian(count, 'rss')), count === 1 ? '-' : kib(perStream('rss')), f(idleMedian(count, 'cpu'), 3), count === 1 ? '-' : f(perStream('cpu'), 4)];
         }),
       ),
     );
-    console.log('KiB per stream: (RSS with S streams - RSS with 1) / (S - 1), medians of the repetitions.');
+    console.log('Per stream: (figure with S streams - figure with 1) / (S - 1), from the medians of the repetitions.');
   }
   if (encoders.length > 0) {
     console.log('');
