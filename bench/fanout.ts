@@ -68,7 +68,12 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
   --pin on|off       server on CPU 0, readers on the others (FANOUT_PIN, default on)
 
 The 30 s recording is made once and cached in the temp directory (FANOUT_RERECORD=1
-makes a new one). The floor is bench/floor.c, compiled with cc.`;
+makes a new one). The floor is bench/floor.c, compiled with cc.
+FANOUT_RELAY_ARGS="--join next-keyframe --max-queue 8M" sets relay options (written as
+top-level keys of its config file, so every stream's); FANOUT_RELAY_NODE_ARGS, node's.
+
+One stream against ten at the same 1000 viewers, relay only:
+  npm run bench:fanout -- --viewers 1000 --streams 1,10 --targets relay,relay-ws --encoders none`;
 if (argv.help) {
   console.log(USAGE);
   process.exit(0);
