@@ -567,7 +567,8 @@ async function main(): Promise<void> {
     for (const n of VIEWERS) {
       for (const target of TARGETS) {
         if (target === 'floor' && !floorBinary()) continue;
-        for (const streams of STREAMS) {
+        // Every other repetition in reverse, so a machine that drifts during the run does not favour one count.
+        for (const streams of rep % 2 ? [...STREAMS].reverse() : STREAMS) {
           if (streams !== 1 && !RELAYS.includes(target)) continue;
           const r = await runFanout(target, n, streams, file);
           console.log(
