@@ -638,7 +638,7 @@ async function main(): Promise<void> {
       }
     }
     console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
-    console.log('× 1 stream: CPU against the same number of viewers on one stream.');
+    console.log('× 1 stream: CPU against the same number of viewers on one stream (the goal: 1.15 or less with 100 viewers a stream).');
     console.log('');
     const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
     console.log(
