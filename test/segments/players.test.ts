@@ -52,8 +52,8 @@ describe('segments: Chromium players through Varnish in front of the relay (segm
     const r = await startRelay(['--width', '320', '--height', '240', '--video-bitrate', '400']);
     relay = r;
     const stats = async () => (await getJson<{ segments: SegmentStats }>(`${r.url}/api/streams/live`)).segments;
-    await waitLive(r, 20_000);
-    await waitFor('the first complete segment', async () => (await stats()).segments >= 1, 20_000);
+    await waitLive(r, 45_000);
+    await waitFor('the first complete segment', async () => (await stats()).segments >= 1, 45_000);
     const v = await startVarnish(r.port);
     varnish = v;
     browser = await launchBrowser();
@@ -98,7 +98,7 @@ describe('segments: Chromium players through Varnish in front of the relay (segm
     }
 
     // Varnish dies in the middle of a segment.
-    await waitFor('a segment under way', async () => (await stats()).partial !== null, 10_000);
+    await waitFor('a segment under way', async () => (await stats()).partial !== null, 30_000);
     await sleep(400);
     await v.kill();
     for (const page of players) {
@@ -134,7 +134,7 @@ describe('segments: the player falls back to segments when the WebSocket cannot 
     const o = await startOrigin();
     origin = o;
     gstProducer(o.ingestPort);
-    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 20_000);
+    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 45_000);
     browser = await launchBrowser();
     const page = await browser.newPage();
     // Every text the page shows in its notice, from its start.
@@ -175,7 +175,7 @@ describe('segments: the player in a background tab', function () {
     const o = await startOrigin();
     origin = o;
     gstProducer(o.ingestPort);
-    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 20_000);
+    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 45_000);
     browser = await launchBrowser();
     const page = await browser.newPage();
     await page.goto(`${o.url}/?transport=segments`);

@@ -53,7 +53,7 @@ function collect(url: string): { bytes: () => Buffer; ended: Promise<void>; stop
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 describe('segments: the segmenter and its HTTP handlers (standalone origin)', function () {
-  this.timeout(60_000);
+  this.timeout(150_000);
   let origin: Origin | null = null;
   afterEach(async () => {
     await origin?.close();
@@ -126,7 +126,7 @@ describe('segments: the segmenter and its HTTP handlers (standalone origin)', fu
     origin = await startOrigin({ segments: { minParkMs: 6000, maxParkMs: 8000 } });
     const producer = gstProducer(origin.ingestPort);
     const o = origin;
-    await waitFor('two segments', () => o.segmenter.segments.length >= 2, 20_000);
+    await waitFor('two segments', () => o.segmenter.segments.length >= 2, 45_000);
     const doc = JSON.parse((await get(`${o.url}/live/index.json`)).body.toString()) as SegmentIndex;
     const base = `${o.url}/live/${doc.epoch}/`;
     const next = doc.partial!.seq + 1;
@@ -271,7 +271,7 @@ describe('segments: the segmenter and its HTTP handlers (standalone origin)', fu
   });
 
   it('bounds parked requests, refuses the rest with 503, and forgets clients that hang up', async () => {
-    origin = await startOrigin({ segments: { maxParked: 1000, minParkMs: 30_000, maxParkMs: 30_000 } });
+    origin = await startOrigin({ segments: { maxParked: 1000, minParkMs: 60_000, maxParkMs: 60_000 } });
     const producer = origin.feed(gstWebm({ seconds: 2 }).bytes);
     const o = origin;
     const next = `${o.url}/live/${o.segmenter.epoch}/${o.segmenter.partial!.seq + 1}.webm`;
@@ -286,10 +286,10 @@ describe('segments: the segmenter and its HTTP handlers (standalone origin)', fu
       r.on('error', () => {});
       requests.push(r);
     }
-    await waitFor('1000 parked', () => o.segmenter.parkedCount === 1000 && refused.length === 10, 20_000);
+    await waitFor('1000 parked', () => o.segmenter.parkedCount === 1000 && refused.length === 10, 45_000);
     expect(refused.every((s) => s === 503)).to.equal(true);
     for (const r of requests) r.destroy();
-    await waitFor('parked requests released', () => o.segmenter.parkedCount === 0, 10_000);
+    await waitFor('parked requests released', () => o.segmenter.parkedCount === 0, 30_000);
     producer.end();
     agent.destroy();
   });

@@ -13,7 +13,7 @@ const segmentStats = async (relay: RunningRelay): Promise<SegmentStats> =>
 const perSegment = (stats: SegmentStats) => new Map(stats.perSegment);
 
 describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-relay.vcl, real varnishd)', function () {
-  this.timeout(120_000);
+  this.timeout(180_000);
   let relay: RunningRelay | null = null;
   let varnish: Varnish | null = null;
   const agents: http.Agent[] = [];
@@ -30,8 +30,8 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
   async function relayBehindVarnish(): Promise<{ r: RunningRelay; v: Varnish }> {
     const r = await startRelay(['--width', '320', '--height', '240', '--video-bitrate', '400']);
     relay = r;
-    await waitLive(r, 20_000);
-    await waitFor('the first complete segment', async () => (await segmentStats(r)).segments >= 1, 20_000);
+    await waitLive(r, 45_000);
+    await waitFor('the first complete segment', async () => (await segmentStats(r)).segments >= 1, 45_000);
     const v = await startVarnish(r.port);
     varnish = v;
     return { r, v };
@@ -138,7 +138,7 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
         (error: Error) => ({ ok: false as const, error }),
       ),
     );
-    await waitFor('the next segment to be streaming', async () => (await segmentStats(r)).partial === next, 10_000);
+    await waitFor('the next segment to be streaming', async () => (await segmentStats(r)).partial === next, 30_000);
     await sleep(300);
     await v.kill();
     const outcomes = await Promise.all(inFlight);
