@@ -49,7 +49,9 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
     const readers = 200;
     const count = 3;
     const agent = newAgent();
-    const results = await Promise.all(Array.from({ length: readers }, () => readSegments(`${v.url}/live/`, count, agent)));
+    const results = await Promise.all(Array.from({ length: readers }, () => readSegments(`${v.url}/live/`, count, agent))).catch((error: Error) => {
+      throw new Error(`${error.message} (relay on port ${r.port}, Varnish on ${v.port})`);
+    });
 
     // What the relay was asked for, before the direct reads below add to it.
     const after = await segmentStats(r);
