@@ -209,8 +209,9 @@ describe('segments: the player in a background tab', function () {
     await waitPlaying(page);
     await expectAdvancing(page, 1, 6000, 'after the background');
     const after = await playerSnapshot(page);
-    // Back at the live edge: started over from index.json, or jumped ahead in what arrived.
-    expect(after.reconnects + after.jumps, JSON.stringify({ before, after })).to.be.greaterThan(before.reconnects + before.jumps);
-    expect(after.lag, JSON.stringify(after)).to.be.below(3);
+    // Back at the live edge (reading the newest segments, little buffered ahead of the
+    // playhead), however it got there: started over from index.json, jumped ahead in
+    // what arrived, or caught up at a faster playbackRate.
+    expect(after.lag, JSON.stringify({ before, after })).to.be.below(3);
   });
 });
