@@ -112,7 +112,9 @@ export class Hub implements StreamSink {
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
-      this.current = null;
+      // The init segment stays: a next producer with the same tracks continues the
+      // stream without a new one (the normalizer sends none), and viewers joining
+      // meanwhile get it and wait for that producer's first keyframe.
       this.gop.clear();
       this.viewers.closeAll('noProducer');
     }, this.options.producerGraceMs);

@@ -142,4 +142,24 @@ describe('hub', () => {
       other.close('shutdown');
     }
   });
+
+  it('after --producer-grace, a producer with the same tracks makes the stream live again without a new init segment', async () => {
+    hub = new Hub({ producerGraceMs: 20 });
+    hub.initChanged({ segment: INIT, version: 1 });
+    hub.producerStarted();
+    frame(hub, 100, true);
+    const first = new RecordingTransport();
+    hub.add(first);
+    hub.producerEnded();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(first.closed, 'viewers let go after the grace').to.equal('noProducer');
+    expect(hub.live).to.equal(false);
+    // The normalizer sends no init segment for a producer whose tracks match the last one's.
+    hub.producerStarted();
+    expect(hub.live).to.equal(true);
+    const next = new RecordingTransport();
+    hub.add(next);
+    frame(hub, 50, true);
+    expect(next.received.map((b) => b.length), 'the kept init segment, then the new keyframe').to.deep.equal([4, 7 + 50]);
+  });
 });
