@@ -1,5 +1,3 @@
-import http from 'node:http';
-import https from 'node:https';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Hub } from '../hub/hub.js';
@@ -27,7 +25,6 @@ export class Ingest {
   private session: ProducerSession | null = null;
   private servers: net.Server[] = [];
   private sockets = new Set<net.Socket>();
-  private pull: { request: http.ClientRequest | null; timer: NodeJS.Timeout | null; stopped: boolean } | null = null;
   private readonly counts = { producers: 0, refused: 0, rejected: 0, bytesIn: 0 };
   /** Called when the current producer's stream header arrives. */
   onStream: (label: string) => void = () => {};
@@ -113,47 +110,7 @@ export class Ingest {
     this.attach(process.stdin, 'stdin', () => process.stdin.destroy());
   }
 
-  /** Edge mode: pulls an upstream relay's /live.webm, reconnecting with backoff when it drops. */
-  pullHttp(url: string): void {
-    const pull = { request: null as http.ClientRequest | null, timer: null as NodeJS.Timeout | null, stopped: false };
-    this.pull = pull;
-    let backoff = 500;
-    const retry = (why: string) => {
-      if (pull.stopped || pull.timer) return;
-      log.warn(`upstream ${url}: ${why}; reconnecting in ${backoff} ms`);
-      pull.timer = setTimeout(() => {
-        pull.timer = null;
-        connect();
-      }, backoff);
-      backoff = Math.min(backoff * 2, 10_000);
-    };
-    const connect = () => {
-      const client = url.startsWith('https:') ? https : http;
-      const request = client.get(url, { headers: { 'user-agent': 'webm-relay edge' } }, (response) => {
-        if (response.statusCode !== 200) {
-          response.resume();
-          return retry(`HTTP ${response.statusCode}`);
-        }
-        const startedAt = Date.now();
-        const ok = this.attach(response, `upstream ${url}`, () => request.destroy());
-        if (!ok) return request.destroy();
-        response.once('close', () => {
-          if (Date.now() - startedAt > 5000) backoff = 500;
-          retry('stream ended');
-        });
-      });
-      request.on('error', (error) => retry(error.message));
-      pull.request = request;
-    };
-    connect();
-  }
-
   async close(): Promise<void> {
-    if (this.pull) {
-      this.pull.stopped = true;
-      if (this.pull.timer) clearTimeout(this.pull.timer);
-      this.pull.request?.destroy();
-    }
     for (const socket of this.sockets) socket.destroy();
     await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   }
