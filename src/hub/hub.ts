@@ -1,5 +1,6 @@
 import type { InitSegment } from '../normalizer/init-segment.js';
 import type { NormalizedStream } from '../normalizer/normalizer.js';
+import { KeepAlive } from './keepalive.js';
 
 /** Where a new viewer starts (compare GStreamer multihandlesink's `sync-method`). */
 export type JoinPolicy =
@@ -56,6 +57,8 @@ export interface ViewerTransport {
    * changed tracks; returns false when the transport cannot start over (HTTP).
    */
   sendInit(init: InitSegment, replacing: boolean): boolean;
+  /** Bytes that carry no media and keep proxies from timing out an idle connection (see keepalive.ts). */
+  keepAlive(): void;
   close(reason: string): void;
 }
 
@@ -132,6 +135,7 @@ export class Hub implements NormalizedStream {
   private producerLive = false;
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly stallTimer: NodeJS.Timeout;
+  private readonly keepAlive = new KeepAlive(() => this.viewers);
   private readonly rate = new RateMeter();
   private readonly counters = { clusters: 0, keyframeClusters: 0, bytesOut: 0, joins: 0, rejected: 0, skips: 0, stallDisconnects: 0, initSegments: 0 };
 
@@ -366,6 +370,7 @@ export class Hub implements NormalizedStream {
 
   close(reason: string): void {
     clearInterval(this.stallTimer);
+    this.keepAlive.close();
     if (this.coalesceTimer) clearTimeout(this.coalesceTimer);
     this.coalesceTimer = null;
     if (this.graceTimer) clearTimeout(this.graceTimer);
