@@ -34,6 +34,10 @@ export interface Config {
   maxQueueBytes: number;
   stallTimeoutMs: number;
   producerGraceMs: number;
+  /** Edge mode: an upstream silent this long is dropped and pulled again. */
+  upstreamTimeoutMs: number;
+  /** On SIGTERM: /healthz fails and the listener closes at once; viewers are closed after this long. */
+  drainMs: number;
   maxHeaderBytes: number;
   maxElementBytes: number;
   wsMaxPayloadBytes: number;
@@ -71,6 +75,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-queue', value: 'BYTES', default: '4M', help: 'per-viewer backlog before it skips to the next keyframe' },
   { name: 'stall-timeout', value: 'S', default: '10', help: 'disconnect a viewer that has read nothing for this long' },
   { name: 'producer-grace', value: 'S', default: '30', help: 'keep viewers this long after the producer stops' },
+  { name: 'upstream-timeout', value: 'S', default: '3', help: 'edge mode: reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
+  { name: 'drain', value: 'S', default: '5', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', help: 'largest message accepted from a WebSocket client' },
@@ -216,6 +222,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxQueueBytes: bytes('max-queue', get('max-queue'), 64 << 10, 1 << 30),
     stallTimeoutMs: decimal('stall-timeout', get('stall-timeout'), 0.5, 3600) * 1000,
     producerGraceMs: decimal('producer-grace', get('producer-grace'), 0, 3600) * 1000,
+    upstreamTimeoutMs: decimal('upstream-timeout', get('upstream-timeout'), 0.5, 3600) * 1000,
+    drainMs: decimal('drain', get('drain'), 0, 3600) * 1000,
     maxHeaderBytes: bytes('max-header-size', get('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes('max-element-size', get('max-element-size'), 64 << 10, 256 << 20),
     wsMaxPayloadBytes: bytes('ws-max-payload', get('ws-max-payload'), 64, 1 << 20),

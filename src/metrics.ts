@@ -30,5 +30,8 @@ export function createMetrics(stats: () => RelayStats): Registry {
   gauge('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
   gauge('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
   gauge('producers_rejected_total', 'Producers disconnected for invalid data', (s) => s.ingest.rejected);
+  gauge('draining', '1 while shutting down: /healthz fails, viewers are about to be closed', (s) => (s.draining ? 1 : 0));
+  gauge('upstream_read_timeouts_total', 'Edge mode: upstream connections dropped for sending nothing', (s) => s.upstream?.readTimeouts ?? 0);
+  gauge('upstream_connects_total', 'Edge mode: connections to the upstream that delivered a stream', (s) => s.upstream?.connects ?? 0);
   return registry;
 }

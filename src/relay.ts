@@ -6,6 +6,7 @@ import type { WebSocketServer } from 'ws';
 import type { Config } from './config.js';
 import { Hub, type HubStats } from './hub/hub.js';
 import { Ingest, type IngestStats } from './ingest/ingest.js';
+import { UpstreamPull, type PullStats } from './ingest/pull.js';
 import { logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { Normalizer, type NormalizerStats } from './normalizer/normalizer.js';
@@ -21,6 +22,10 @@ export interface RelayStats extends HubStats {
   uptimeSeconds: number;
   mimeType: string | null;
   ingest: IngestStats;
+  /** Edge mode: the pull from the upstream relay. */
+  upstream: PullStats | null;
+  /** Shutting down: /healthz fails, viewers are being moved elsewhere. */
+  draining: boolean;
   normalizer: NormalizerStats;
   encoder: { pid: number | null; restarts: number } | null;
   encoderRestarts: number;
@@ -32,6 +37,8 @@ export class Relay {
   readonly normalizer: Normalizer;
   readonly ingest: Ingest;
   encoder: Supervisor | null = null;
+  private pull: UpstreamPull | null = null;
+  private draining = false;
   private http: Server | null = null;
   private wss: WebSocketServer | null = null;
   private readonly metrics: Registry;
@@ -66,6 +73,8 @@ export class Relay {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       mimeType: this.hub.initSegment?.info.mimeType ?? null,
       ingest: this.ingest.stats(),
+      upstream: this.pull?.stats() ?? null,
+      draining: this.draining,
       normalizer: { ...this.normalizer.stats },
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
@@ -88,6 +97,8 @@ export class Relay {
       ingest: this.ingest,
       stats: () => ({ ...this.stats() }),
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
+      unhealthy: () => (this.draining ? 'draining: shutting down' : null),
+      healthDetail: () => this.pull?.trouble ?? null,
     });
     this.http = server;
     this.wss = wss;
@@ -115,15 +126,40 @@ export class Relay {
         this.ingest.readStdin(() => log.info('standard input ended'));
         break;
       case 'http':
-        this.ingest.pullHttp(ingest.url);
+        this.pull = new UpstreamPull(ingest.url, (stream, label, disconnect) => this.ingest.attach(stream, label, disconnect), {
+          readTimeoutMs: config.upstreamTimeoutMs,
+        });
+        this.pull.start();
         break;
     }
     return port;
   }
 
+  /**
+   * The first half of a graceful shutdown: /healthz fails and the listener closes at
+   * once, so load balancers stop sending viewers here (a refused connection is retried
+   * elsewhere); the viewers already here keep watching for `ms`, time for the balancer's
+   * health checks to notice, and are then closed by `stop()` to reconnect elsewhere.
+   * Returns early when no viewer is left to move.
+   */
+  async drain(ms: number): Promise<void> {
+    this.draining = true;
+    this.http?.close();
+    // Idle keep-alive connections (health checkers, API clients) would otherwise still reach us.
+    this.http?.closeIdleConnections();
+    const viewers = this.hub.stats().connections;
+    if (ms <= 0 || viewers === 0) return;
+    log.info(`draining: /healthz fails, no new connections; ${viewers} viewers closed in ${ms} ms`);
+    const until = Date.now() + ms;
+    while (Date.now() < until && this.hub.stats().connections > 0) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, until - Date.now())));
+    }
+  }
+
   /** Stops taking new viewers, closes the current ones, stops the encoder. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.pull?.stop();
     const closing: Promise<unknown>[] = [];
     if (this.http) {
       const server = this.http;

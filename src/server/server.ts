@@ -20,7 +20,17 @@ export interface ServerOptions {
   stats: () => Record<string, unknown>;
   /** Prometheus text for /metrics. */
   metrics: () => Promise<{ contentType: string; body: string }>;
+  /** Why /healthz must fail even while a stream is live (draining), or null. */
+  unhealthy?: () => string | null;
+  /** What /healthz adds while no stream is live (an edge's upstream trouble), or null. */
+  healthDetail?: () => string | null;
 }
+
+/** The endless responses: never stored, never buffered by a proxy (nginx reads `X-Accel-Buffering`). */
+const ENDLESS_HEADERS = {
+  'Cache-Control': 'no-store',
+  'X-Accel-Buffering': 'no',
+} as const;
 
 /** Messages a player may send; anything else is counted and ignored. */
 const CLIENT_MESSAGES = new Set(['ping']);
@@ -36,11 +46,17 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // Every answer says whether a cache may keep it: by default nothing here may be kept
+  // (state, errors, the stream itself); the player's files below override this.
+  app.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
 
   app.get('/live.webm', (req: Request, res: Response) => {
     res.status(200).set({
       'Content-Type': 'video/webm',
-      'Cache-Control': 'no-store',
+      ...ENDLESS_HEADERS,
       'Accept-Ranges': 'none',
       'X-Content-Type-Options': 'nosniff',
       // The response lasts as long as the stream: when it ends, so does the connection.
@@ -88,18 +104,44 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
     });
   });
 
+  // A cache answering 200 for a dead relay would hide it from every load balancer behind it.
   app.get('/healthz', (_req, res) => {
+    const unhealthy = options.unhealthy?.() ?? null;
+    if (unhealthy) {
+      res.status(503).type('text/plain').send(`${unhealthy}\n`);
+      return;
+    }
     const live = hub.live;
-    res.status(live ? 200 : 503).type('text/plain').send(live ? 'live\n' : 'no stream\n');
+    const detail = live ? null : (options.healthDetail?.() ?? null);
+    res.status(live ? 200 : 503).type('text/plain').send(live ? 'live\n' : `no stream${detail ? `: ${detail}` : ''}\n`);
   });
   app.get('/api/stats', (_req, res) => {
-    res.set('Cache-Control', 'no-store').json(options.stats());
+    res.json(options.stats());
   });
   app.get('/metrics', async (_req, res) => {
     const { contentType, body } = await options.metrics();
     res.type(contentType).send(body);
   });
-  app.use(express.static(options.publicDir, { index: 'index.html', dotfiles: 'ignore', fallthrough: true }));
+  // A plain GET of the WebSocket path: a proxy on the way dropped the Upgrade header.
+  app.get('/live', (_req, res) => {
+    res
+      .status(426)
+      .set({ Upgrade: 'websocket', Connection: 'Upgrade' })
+      .type('text/plain')
+      .send('426 Upgrade Required: /live is a WebSocket endpoint, and this request came without "Upgrade: websocket". ' +
+        'If a proxy is in front of the relay, it must pass Upgrade and Connection on (nginx: proxy_http_version 1.1 and ' +
+        'proxy_set_header Upgrade/Connection; Varnish: return (pipe) for upgrades). The stream for a <video> is /live.webm.\n');
+  });
+  // The player's files change only with a new release: caches may keep them, asking first.
+  app.use(
+    express.static(options.publicDir, {
+      index: 'index.html',
+      dotfiles: 'ignore',
+      fallthrough: true,
+      cacheControl: false,
+      setHeaders: (res) => res.setHeader('Cache-Control', 'no-cache'),
+    }),
+  );
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('not found\n');
   });
@@ -113,7 +155,7 @@ export function createServer(hub: Hub, options: ServerOptions): { server: http.S
   server.on('upgrade', (req, socket: Socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/live') {
-      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      socket.end('HTTP/1.1 404 Not Found\r\nCache-Control: no-store\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {

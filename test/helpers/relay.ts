@@ -29,7 +29,8 @@ export interface RawRelay {
 export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: 'pipe' | 'ignore' = 'ignore'): RawRelay {
   const startedAt = Date.now();
   const child = spawn(process.execPath, [CLI, '--port', '0', '--host', '127.0.0.1', ...args], {
-    env: { ...process.env, WEBM_RELAY_LOG: 'debug', ...env },
+    // No drain on SIGTERM unless a test asks for one (--drain): most tests stop relays with viewers attached.
+    env: { ...process.env, WEBM_RELAY_LOG: 'debug', WEBM_RELAY_DRAIN: '0', ...env },
     stdio: [stdin, 'ignore', 'pipe'],
   });
   let log = '';
