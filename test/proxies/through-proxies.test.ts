@@ -1,0 +1,207 @@
+/**
+ * The relay behind nginx, HAProxy and Varnish with the configurations in deploy/: the
+ * answers' headers, the stream's first byte and lag next to a direct viewer's (video
+ * with audio, and audio alone), TLS, and the WebSocket player protocol.
+ */
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { startTcpRelay, WsViewer } from '../helpers/faults.js';
+import { startRelay, trimToCompleteBlocks, waitLive, type RunningRelay } from '../helpers/relay.js';
+import { decodeErrors, mapLimit, shutdown, sleep } from '../helpers/viewers.js';
+import {
+  addedLag,
+  firstMediaMs,
+  get,
+  median,
+  PROXY_KINDS,
+  removeTempDirs,
+  startProxy,
+  stopProxies,
+  TimedViewer,
+  type ProxyKind,
+  type RunningProxy,
+} from './harness.js';
+
+/** What a proxy may add to the first byte and to the lag of every block. */
+const ALLOWED_MS = 50;
+
+interface Measured {
+  label: string;
+  firstMediaMs: number;
+  lag: { medianMs: number; p95Ms: number; blocks: number };
+  viewer: TimedViewer;
+}
+
+/**
+ * Watches `seconds` through direct and proxied URLs at the same time, `rounds` times,
+ * and compares each with the direct viewer of the same round and transport.
+ */
+async function measure(direct: { http: string; ws: string }, routes: { label: string; url: string }[], rounds: number, seconds: number): Promise<Measured[]> {
+  const results = new Map<string, { first: number[]; lags: number[]; p95: number[]; blocks: number; viewer: TimedViewer }>();
+  for (let round = 0; round < rounds; round++) {
+    const refs = { http: new TimedViewer(`${direct.http}/live.webm`), ws: new TimedViewer(`${direct.ws}/live`) };
+    const viewers = routes.map((r) => ({ route: r, viewer: new TimedViewer(r.url) }));
+    await sleep(seconds * 1000);
+    for (const v of [refs.http, refs.ws, ...viewers.map((v) => v.viewer)]) v.stop();
+    for (const [label, ref] of [['direct http', refs.http], ['direct ws', refs.ws]] as const) {
+      const entry = results.get(label) ?? { first: [], lags: [], p95: [], blocks: 0, viewer: ref };
+      entry.first.push(firstMediaMs(ref));
+      entry.lags.push(0);
+      entry.p95.push(0);
+      results.set(label, entry);
+    }
+    for (const { route, viewer } of viewers) {
+      const ref = viewer.kind === 'ws' ? refs.ws : refs.http;
+      const lag = addedLag(ref, viewer);
+      const entry = results.get(route.label) ?? { first: [], lags: [], p95: [], blocks: 0, viewer };
+      entry.first.push(firstMediaMs(viewer) - firstMediaMs(ref));
+      entry.lags.push(lag.medianMs);
+      entry.p95.push(lag.p95Ms);
+      entry.blocks += lag.blocks;
+      entry.viewer = viewer;
+      results.set(route.label, entry);
+    }
+  }
+  return [...results].map(([label, r]) => ({
+    label,
+    firstMediaMs: median(r.first),
+    lag: { medianMs: median(r.lags), p95Ms: median(r.p95), blocks: r.blocks },
+    viewer: r.viewer,
+  }));
+}
+
+function routesThrough(proxies: Record<ProxyKind, RunningProxy>): { label: string; url: string }[] {
+  const routes: { label: string; url: string }[] = [];
+  for (const kind of PROXY_KINDS) {
+    const p = proxies[kind];
+    routes.push({ label: `${kind} http`, url: `${p.url}/live.webm` });
+    routes.push({ label: `${kind} ws`, url: `${p.url.replace('http', 'ws')}/live` });
+    if (p.tlsUrl) routes.push({ label: `${kind} https`, url: `${p.tlsUrl}/live.webm` });
+  }
+  return routes;
+}
+
+async function checkMeasured(results: Measured[]): Promise<void> {
+  for (const r of results) {
+    console.log(`      ${r.label.padEnd(14)} first media ${r.label.startsWith('direct') ? `${r.firstMediaMs} ms` : `${r.firstMediaMs >= 0 ? '+' : ''}${r.firstMediaMs} ms vs direct`}, added lag median ${r.lag.medianMs} ms, p95 ${r.lag.p95Ms} ms (${r.lag.blocks} blocks)`);
+  }
+  for (const r of results.filter((r) => !r.label.startsWith('direct'))) {
+    expect(r.lag.blocks, `${r.label}: blocks seen by it and the direct viewer`).to.be.greaterThan(50);
+    expect(r.firstMediaMs, `${r.label}: first media later than direct`).to.be.at.most(ALLOWED_MS);
+    expect(r.lag.medianMs, `${r.label}: median lag added`).to.be.at.most(ALLOWED_MS);
+  }
+  const errors = await mapLimit(results, 2, (r) => decodeErrors(trimToCompleteBlocks(r.viewer.body())));
+  results.forEach((r, i) => expect(errors[i], `${r.label}: ffmpeg -v error`).to.deep.equal([]));
+}
+
+async function startProxies(backend: number): Promise<Record<ProxyKind, RunningProxy>> {
+  const started = await Promise.all(PROXY_KINDS.map((kind) => startProxy(kind, [backend])));
+  return Object.fromEntries(started.map((p) => [p.kind, p])) as Record<ProxyKind, RunningProxy>;
+}
+
+describe('proxies: the stream through nginx, HAProxy and Varnish (deploy/ configs)', function () {
+  this.timeout(120_000);
+  let relay: RunningRelay | null = null;
+  let proxies: Record<ProxyKind, RunningProxy> | null = null;
+
+  before(async () => {
+    relay = await startRelay(['--width', '320', '--height', '240', '--video-bitrate', '500']);
+    await waitLive(relay, 20_000);
+    proxies = await startProxies(relay.port);
+  });
+
+  after(async () => {
+    await stopProxies(Object.values(proxies ?? {}));
+    await shutdown(relay);
+    removeTempDirs();
+  });
+
+  it('every answer through every proxy says whether it may be kept; /live.webm is unbuffered; a plain GET of /live is a 426', async () => {
+    for (const kind of PROXY_KINDS) {
+      const base = proxies![kind].url;
+      const stream = new TimedViewer(`${base}/live.webm`);
+      await sleep(300);
+      stream.stop();
+      expect(stream.current.status, `${kind} /live.webm`).to.equal(200);
+      for (const path of ['/healthz', '/metrics', '/api/stats', '/nothing-here']) {
+        const answer = await get(`${base}${path}`);
+        expect(answer.headers['cache-control'], `${kind} ${path}`).to.equal('no-store');
+      }
+      const page = await get(`${base}/`);
+      expect(page.status).to.equal(200);
+      expect(page.headers['cache-control'], `${kind} /`).to.equal('no-cache');
+      const plain = await get(`${base}/live`);
+      expect(plain.status, `${kind}: GET /live without Upgrade`).to.equal(426);
+      expect(plain.headers['cache-control']).to.equal('no-store');
+      expect(plain.text).to.match(/WebSocket/).and.to.match(/Upgrade/);
+      // Twice: a cache that kept the first answer would serve the second.
+      for (let i = 0; i < 2; i++) {
+        const health = await get(`${base}/healthz`);
+        expect(health.status).to.equal(200);
+        if (kind === 'varnish') expect(health.headers.age, 'Varnish: /healthz from the cache').to.equal('0');
+      }
+    }
+    // Straight from the relay: nginx reads X-Accel-Buffering (and does not pass it on).
+    const head = await fetch(`${relay!.url}/live.webm`, { method: 'HEAD' });
+    expect(head.headers.get('x-accel-buffering')).to.equal('no');
+    expect(head.headers.get('cache-control')).to.equal('no-store');
+  });
+
+  it(`/live.webm (HTTP, HTTPS) and /live (WebSocket) through each proxy: first media and lag within ${ALLOWED_MS} ms of a direct viewer, decodable`, async () => {
+    const results = await measure({ http: relay!.url, ws: relay!.url.replace('http', 'ws') }, routesThrough(proxies!), 2, 6);
+    await checkMeasured(results);
+  });
+
+  it('the WebSocket player protocol through each proxy: stream description, init segment, then media', async () => {
+    for (const kind of PROXY_KINDS) {
+      const viewer = new WsViewer(`${proxies![kind].url.replace('http', 'ws')}/live`);
+      await viewer.opened;
+      await sleep(1500);
+      viewer.close();
+      const [first, second] = viewer.messages;
+      expect(JSON.parse(first.text ?? '{}'), `${kind}: first message`).to.include({ type: 'stream' });
+      expect(second.binary?.subarray(0, 4).toString('hex'), `${kind}: the init segment's EBML header`).to.equal('1a45dfa3');
+      expect(viewer.binaryBytes, `${kind}: media`).to.be.greaterThan(20_000);
+      const media = Buffer.concat(viewer.messages.filter((m) => m.binary).map((m) => m.binary!));
+      expect(await decodeErrors(trimToCompleteBlocks(media)), `${kind}: decoding`).to.deep.equal([]);
+    }
+  });
+
+  describe('an audio-only stream (ffmpeg Opus producer)', () => {
+    let audioRelay: RunningRelay | null = null;
+    let producer: ChildProcess | null = null;
+    let audioProxies: Record<ProxyKind, RunningProxy> | null = null;
+
+    before(async () => {
+      const started = await startTcpRelay();
+      audioRelay = started.relay;
+      // Opus in 20 ms packets, each written out at once: the case where buffering in a proxy shows most.
+      producer = ffmpegAudioOnly(`tcp://127.0.0.1:${started.ingestPort}`);
+      await waitLive(audioRelay, 15_000);
+      audioProxies = await startProxies(audioRelay.port);
+    });
+
+    after(async () => {
+      producer?.kill('SIGKILL');
+      await stopProxies(Object.values(audioProxies ?? {}));
+      await shutdown(audioRelay);
+    });
+
+    it(`first media and lag through each proxy within ${ALLOWED_MS} ms of a direct viewer, decodable`, async () => {
+      const routes = routesThrough(audioProxies!).filter((r) => !r.label.endsWith('https'));
+      const results = await measure({ http: audioRelay!.url, ws: audioRelay!.url.replace('http', 'ws') }, routes, 2, 5);
+      await checkMeasured(results);
+    });
+  });
+});
+
+/** A live Opus-only WebM producer: 20 ms packets, each flushed to the relay as it is encoded. */
+function ffmpegAudioOnly(output: string): ChildProcess {
+  return spawn('ffmpeg', [
+    '-hide_banner', '-loglevel', 'error', '-nostdin',
+    '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-c:a', 'libopus', '-b:a', '64k', '-frame_duration', '20',
+    '-flush_packets', '1', '-cluster_time_limit', '1000',
+    '-f', 'webm', '-live', '1', output,
+  ], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
