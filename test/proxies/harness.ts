@@ -215,6 +215,8 @@ export class TimedViewer {
   /** Statuses of answers that were not the stream (e.g. 503), with times. */
   readonly refusals: { status: number; at: number }[] = [];
   lastMediaAt = 0;
+  /** When anything arrived: media, keep-alive bytes, WebSocket pings. */
+  readonly trafficAt: number[] = [];
   /** Longest time between two media arrivals (also across reconnects), and when it ended. */
   longestGap = { ms: 0, endedAt: 0 };
   closedAt = 0;
@@ -265,6 +267,7 @@ export class TimedViewer {
       { maxHeaderSize: 16 << 20, maxElementSize: 64 << 20 },
     );
     const data = (chunk: Buffer) => {
+      this.trafficAt.push(Date.now());
       connection.bytes.push(chunk);
       splitter.feed(chunk);
     };
@@ -288,6 +291,7 @@ export class TimedViewer {
         ws.terminate();
         closed(connection.status);
       });
+      ws.on('ping', () => this.trafficAt.push(Date.now()));
       ws.on('message', (message: Buffer, isBinary) => {
         if (isBinary) data(message);
       });
@@ -308,6 +312,11 @@ export class TimedViewer {
       this.request = request;
       request.on('error', () => closed(connection.status));
     }
+  }
+
+  /** Arrivals of anything between two times. */
+  trafficBetween(from: number, to: number): number {
+    return this.trafficAt.filter((t) => t > from && t < to).length;
   }
 
   stop(): void {
