@@ -192,6 +192,17 @@ describe('proxies: the stream through nginx, HAProxy and Varnish (deploy/ config
       const results = await measure({ http: audioRelay!.url, ws: audioRelay!.url.replace('http', 'ws') }, routes, 2, 5);
       await checkMeasured(results);
     });
+
+    it('with the relay gone, no proxy answers /healthz with 200 (no cache kept it)', async () => {
+      for (const kind of PROXY_KINDS) expect((await get(`${audioProxies![kind].url}/healthz`)).status, `${kind}, relay up`).to.equal(200);
+      producer?.kill('SIGKILL');
+      await shutdown(audioRelay);
+      for (const kind of PROXY_KINDS) {
+        const answer = await get(`${audioProxies![kind].url}/healthz`);
+        console.log(`      ${kind}: /healthz with the relay gone: ${answer.status}`);
+        expect(answer.status, kind).to.be.within(500, 599);
+      }
+    });
   });
 });
 
