@@ -15,6 +15,7 @@ import {
   median,
   PROXY_KINDS,
   removeTempDirs,
+  startHaproxy,
   startProxy,
   stopProxies,
   TimedViewer,
@@ -171,6 +172,8 @@ describe('proxies: the stream through nginx, HAProxy and Varnish (deploy/ config
     let audioRelay: RunningRelay | null = null;
     let producer: ChildProcess | null = null;
     let audioProxies: Record<ProxyKind, RunningProxy> | null = null;
+    /** HAProxy with the repository's config less `option http-no-delay`. */
+    let nagle: RunningProxy | null = null;
 
     before(async () => {
       const started = await startTcpRelay();
@@ -179,18 +182,31 @@ describe('proxies: the stream through nginx, HAProxy and Varnish (deploy/ config
       producer = ffmpegAudioOnly(`tcp://127.0.0.1:${started.ingestPort}`);
       await waitLive(audioRelay, 15_000);
       audioProxies = await startProxies(audioRelay.port);
+      nagle = await startHaproxy([audioRelay.port], {
+        editConfig: (cfg) => {
+          const edited = cfg.replace(/^\s*option http-no-delay\s*$/m, '');
+          if (edited === cfg) throw new Error('haproxy.cfg has no "option http-no-delay" line');
+          return edited;
+        },
+      });
     });
 
     after(async () => {
       producer?.kill('SIGKILL');
-      await stopProxies(Object.values(audioProxies ?? {}));
+      await stopProxies([...Object.values(audioProxies ?? {}), nagle]);
       await shutdown(audioRelay);
     });
 
-    it(`first media and lag through each proxy within ${ALLOWED_MS} ms of a direct viewer, decodable`, async () => {
+    it(`first media and lag through each proxy within ${ALLOWED_MS} ms of a direct viewer, decodable; HAProxy without http-no-delay is not`, async () => {
       const routes = routesThrough(audioProxies!).filter((r) => !r.label.endsWith('https'));
+      const control = 'haproxy, Nagle';
+      routes.push({ label: control, url: `${nagle!.url}/live.webm` });
       const results = await measure({ http: audioRelay!.url, ws: audioRelay!.url.replace('http', 'ws') }, routes, 2, 5);
-      await checkMeasured(results);
+      const withoutLine = results.find((r) => r.label === control)!;
+      await checkMeasured(results.filter((r) => r !== withoutLine));
+      console.log(`      ${control.padEnd(14)} (haproxy.cfg without "option http-no-delay"): added lag median ${withoutLine.lag.medianMs} ms, p95 ${withoutLine.lag.p95Ms} ms`);
+      // Small writes wait for the previous one's ACK: the line in haproxy.cfg is what removes this.
+      expect(withoutLine.lag.medianMs, 'HAProxy without http-no-delay').to.be.greaterThan(100);
     });
 
     it('with the relay gone, no proxy answers /healthz with 200 (no cache kept it)', async () => {
