@@ -1,15 +1,10 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { Readable } from 'node:stream';
 import { logger } from '../log.js';
+import type { StreamStats } from '../protocol.js';
+import type { AttachProducer } from './tcp.js';
 
 const log = logger('pull');
-
-/**
- * Hands a producer's byte stream to whoever runs the stream (the ingest's `attach`).
- * `disconnect` is called when its data is rejected; returns false when refused.
- */
-export type AttachProducer = (stream: Readable, label: string, disconnect: () => void) => boolean;
 
 export interface PullOptions {
   /**
@@ -29,23 +24,9 @@ export interface PullOptions {
 
 export const DEFAULT_PULL_OPTIONS: PullOptions = { readTimeoutMs: 3000, minBackoffMs: 250, maxBackoffMs: 1000 };
 
-export type PullState =
-  /** Connecting, or waiting before the next attempt. */
-  | 'connecting'
-  /** Bytes are coming in. */
-  | 'receiving';
-
-export interface PullStats {
-  url: string;
-  state: PullState;
-  /** Why the last connection ended or failed, while not receiving. */
-  problem: string | null;
-  connects: number;
-  /** Connections dropped because the upstream went silent. */
-  readTimeouts: number;
-  /** Milliseconds since the last byte from the upstream, null before the first. */
-  sinceLastByteMs: number | null;
-}
+export type PullStats = NonNullable<StreamStats['upstream']>;
+/** Connecting (or waiting before the next attempt), or receiving bytes. */
+export type PullState = PullStats['state'];
 
 /**
  * Edge mode: pulls an upstream relay's `/<name>.webm` and hands it to `attach` as one

@@ -8,7 +8,7 @@ export interface NormalizedStream {
   /** A Cluster header (unknown size + Timecode). `keyframe`: it starts with a video keyframe, so a viewer can join here. */
   cluster(bytes: Buffer, timecode: number, keyframe: boolean): void;
   /** A block of the current cluster, its relative timecode rewritten. */
-  block(parts: Buffer[], track: number, timecode: number): void;
+  block(parts: Buffer[], track: number, timecode: number, keyframe: boolean): void;
 }
 
 export interface NormalizerOptions {
@@ -163,7 +163,7 @@ export class Normalizer {
       this.lastVideoTime = time;
     }
     this.stats.blocks++;
-    this.out.block(rewriteTimecode(block, time - this.clusterTime), block.track, time);
+    this.out.block(rewriteTimecode(block, time - this.clusterTime), block.track, time, block.keyframe);
   }
 
   private startCluster(time: number, keyframe: boolean): void {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { Hub, type ViewerTransport } from '../../src/hub/hub.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
+import type { VersionedInit } from '../../src/stream/events.js';
 
 /** A transport that keeps what it is sent, and reports a backlog the test sets. */
 class RecordingTransport implements ViewerTransport {
@@ -12,9 +13,9 @@ class RecordingTransport implements ViewerTransport {
   send(data: Buffer): void {
     this.received.push(data);
   }
-  sendInit(init: InitSegment, replacing: boolean): boolean {
+  sendInit(init: VersionedInit, replacing: boolean): boolean {
     if (replacing) return false;
-    this.received.push(init.bytes);
+    this.received.push(init.segment.bytes);
     return true;
   }
   keepAlive(): void {
@@ -32,19 +33,19 @@ const AV_INIT = { ...INIT, info: { ...INIT.info, tracks: [...INIT.info.tracks, {
 /** One video frame of `size` bytes; a keyframe starts its own cluster. */
 function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
   const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
-  if (keyframe) hub.cluster(Buffer.from('cluster'), 0, true);
-  hub.block([data], 1);
+  if (keyframe) hub.clusterStarted({ bytes: Buffer.from('cluster'), seq: 0, timecode: 0, keyframe: true });
+  hub.block({ parts: [data], track: 1, timecode: 0, keyframe, video: true, size });
   hub.flush();
   return data;
 }
 
 describe('hub', () => {
   let hub: Hub;
-  afterEach(() => hub.close('test over'));
+  afterEach(() => hub.close('shutdown'));
 
   it('joins a new viewer at the latest keyframe with the whole GOP since', () => {
     hub = new Hub();
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     frame(hub, 100, true);
     frame(hub, 10, false);
     frame(hub, 10, false);
@@ -55,7 +56,7 @@ describe('hub', () => {
 
   it('keeps at most maxGopBytes for joiners; past it they wait for the next keyframe', () => {
     hub = new Hub({ maxGopBytes: 1000 });
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     frame(hub, 500, true);
     for (let i = 0; i < 10; i++) frame(hub, 100, false);
     const late = new RecordingTransport();
@@ -69,7 +70,7 @@ describe('hub', () => {
 
   it('a viewer past maxQueueBytes skips whole chunks and resumes at a keyframe once drained', () => {
     hub = new Hub({ maxQueueBytes: 1000 });
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     const slow = new RecordingTransport();
     hub.add(slow);
     frame(hub, 100, true);
@@ -87,11 +88,11 @@ describe('hub', () => {
 
   it('audio waiting for video leaves with the next keyframe in one write; joiners start at the keyframe', () => {
     hub = new Hub({ join: 'next-keyframe' });
-    hub.init(AV_INIT);
+    hub.initChanged({ segment: AV_INIT, version: 1 });
     const live = new RecordingTransport();
     hub.add(live);
     frame(hub, 100, true);
-    hub.block([Buffer.from('audio')], 2);
+    hub.block({ parts: [Buffer.from('audio')], track: 2, timecode: 0, keyframe: true, video: false, size: 5 });
     hub.flush();
     expect(live.received, 'lone audio waits for video').to.have.length(2);
     const waiting = new RecordingTransport();
