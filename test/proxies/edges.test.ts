@@ -107,6 +107,23 @@ describe('proxies: edge relays pulling an origin', function () {
     expect(await decodeErrors(trimToCompleteBlocks(viewer.body())), 'ffmpeg -v error').to.deep.equal([]);
   });
 
+  it('SIGTERM with --drain 5 and no viewer: /healthz refused at once, exit at once', async () => {
+    const relay = await startRelay([...SMALL, '--drain', '5']);
+    relays.push(relay);
+    await waitLive(relay, 20_000);
+    const termAt = Date.now();
+    relay.process.kill('SIGTERM');
+    await sleep(100);
+    const health = await healthStatus(relay.url);
+    const code = await relay.stop();
+    const exitedAfter = Date.now() - termAt;
+    console.log(`      /healthz 100 ms after SIGTERM: ${health}; exit ${code} after ${exitedAfter} ms`);
+    expect(health).to.not.equal(200);
+    expect(code).to.equal(0);
+    expect(exitedAfter, 'nothing to drain').to.be.below(2000);
+    expect(relay.log()).to.match(/SIGTERM: shutting down/);
+  });
+
   it('two edges behind HAProxy, 40 viewers reconnecting like the player: SIGTERM one edge, all stream again through the other within 2 s, no 503', async () => {
     const origin = await startRelay(SMALL);
     relays.push(origin);
@@ -141,17 +158,21 @@ describe('proxies: edge relays pulling an origin', function () {
       const [before, after] = v.connections.slice(-2);
       return after.firstMediaAt ? after.firstMediaAt - before.closedAt : Infinity;
     });
+    // While the edge drained, its viewers kept watching: media until just before it closed them.
+    const watchedDuringDrain = moved.map((v) => v.connections[v.connections.length - 2].lastMediaAt - termAt);
     const stayed = viewers.filter((v) => v.connections.length === 1);
     const refusals = viewers.flatMap((v) => v.refusals);
     const haproxy503 = haproxy.output().split('\n').filter((line) => / 503 /.test(line));
     const staysWith = ((await (await fetch(`${staying.url}/api/stats`)).json()) as { connections: number }).connections;
     console.log(`      before: ${perEdge.join(' + ')} viewers on the two edges; /healthz of the draining edge: ${healthWhileDraining}; it exited (code ${exit}) ${exitedAfter} ms after SIGTERM`);
+    console.log(`      the draining edge's viewers had media until ${Math.min(...watchedDuringDrain)}-${Math.max(...watchedDuringDrain)} ms after SIGTERM`);
     console.log(`      ${moved.length} viewers moved, streaming again after ${Math.min(...resumeMs)}-${Math.max(...resumeMs)} ms (median ${resumeMs.sort((a, b) => a - b)[Math.floor(resumeMs.length / 2)]} ms); ${stayed.length} stayed; the other edge now has ${staysWith}; 503s: ${refusals.length} seen by viewers, ${haproxy503.length} in HAProxy's log`);
     expect(healthWhileDraining, '/healthz at once after SIGTERM').to.not.equal(200);
     expect(exit).to.equal(0);
     expect(exitedAfter, 'drain of 3 s, then gone').to.be.within(2900, 6000);
     expect(moved.length, 'viewers that were on the edge shut down').to.be.at.least(10);
     expect(moved.length + stayed.length).to.equal(40);
+    expect(Math.min(...watchedDuringDrain), 'media during the drain').to.be.at.least(2500);
     expect(Math.max(...resumeMs), 'slowest viewer streaming again').to.be.at.most(2000);
     expect(refusals, '503s at viewers').to.deep.equal([]);
     expect(haproxy503, "503s in HAProxy's log").to.deep.equal([]);

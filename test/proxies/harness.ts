@@ -211,7 +211,7 @@ export function removeTempDirs(): void {
  */
 export class TimedViewer {
   readonly arrivals = new Map<string, number>();
-  readonly connections: { startedAt: number; status: number; firstMediaAt: number; closedAt: number; bytes: Buffer[] }[] = [];
+  readonly connections: { startedAt: number; status: number; firstMediaAt: number; lastMediaAt: number; closedAt: number; bytes: Buffer[] }[] = [];
   /** Statuses of answers that were not the stream (e.g. 503), with times. */
   readonly refusals: { status: number; at: number }[] = [];
   lastMediaAt = 0;
@@ -247,7 +247,7 @@ export class TimedViewer {
 
   private connect(): void {
     if (this.stopped) return;
-    const connection = { startedAt: Date.now(), status: 0, firstMediaAt: 0, closedAt: 0, bytes: [] as Buffer[] };
+    const connection = { startedAt: Date.now(), status: 0, firstMediaAt: 0, lastMediaAt: 0, closedAt: 0, bytes: [] as Buffer[] };
     this.connections.push(connection);
     const splitter = new WebmSplitter(
       {
@@ -256,6 +256,7 @@ export class TimedViewer {
         block: (b) => {
           const now = Date.now();
           if (!connection.firstMediaAt) connection.firstMediaAt = now;
+          connection.lastMediaAt = now;
           const key = `${b.track}:${b.timecode}`;
           if (!this.arrivals.has(key)) this.arrivals.set(key, now);
           if (this.lastMediaAt && now - this.lastMediaAt > this.longestGap.ms) this.longestGap = { ms: now - this.lastMediaAt, endedAt: now };
