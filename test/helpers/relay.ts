@@ -46,7 +46,14 @@ export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: '
 export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
   const { process: child, log, exited } = spawnRelay(args, env, 'pipe');
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start within 10 s:\n${log()}`)), 10_000);
+    // A relay that never got to serve must not outlive the test: left running, it and its
+    // encoder load the machine for every test after it (on an overloaded machine that
+    // snowballs). SIGTERM stops its encoder too; SIGKILL if that hangs.
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'), 3000).unref();
+      reject(new Error(`relay did not start within 20 s:\n${log()}`));
+    }, 20_000);
     const onData = () => {
       const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log());
       if (match) {

@@ -11,6 +11,7 @@ import { TimedViewer } from './harness.js';
 const SECONDS = 20;
 /** The encoder's track numbers: video 1, audio 2. */
 const AUDIO_TRACK = 2;
+const VIDEO_TRACK = 1;
 
 /** Jumps of more than `overMs` between consecutive timestamps of one track, as "from->to" (ms). */
 function timestampGaps(viewer: TimedViewer, track: number, overMs: number): string[] {
@@ -70,6 +71,7 @@ describe(`proxies: mpv, VLC and GStreamer play /live.webm for ${SECONDS} s (abou
     const url = `${relay!.url}/live.webm`;
     // What the relay sent, to tell a player's complaint about the stream from one about the relay.
     const witness = new TimedViewer(url);
+    const playersStartedAt = Date.now();
     const [mpv, vlc, gst] = await Promise.all([
       run('mpv', ['--no-config', '--vo=null', '--ao=null', `--length=${SECONDS}`, '--quiet', url], null),
       run(...vlcCommand(['-I', 'dummy', '--vout', 'dummy', '--aout', 'dummy', '--no-stats', '--play-and-exit', '--run-time', String(SECONDS), '-vv', url]), null, { HOME: '/tmp' }),
@@ -127,8 +129,13 @@ describe(`proxies: mpv, VLC and GStreamer play /live.webm for ${SECONDS} s (abou
     expect(gst.code, gst.output.slice(-3000)).to.equal(0);
     expect(gstProblems).to.deep.equal([]);
     expect(fps, 'fpsdisplaysink counts').to.not.equal(undefined);
-    // The encoder shares two cores with three decoders here and skips frames under load (the stream has fewer than 30 a second); what reaches the player must all be shown.
-    expect(Number(fps![1]), 'frames rendered').to.be.at.least((SECONDS - 3) * 15);
+    // The encoder shares two cores with three decoders (and, in a full run, other tests) and
+    // skips frames under load: the stream has fewer than 30 a second. What the relay sent
+    // while GStreamer played must be shown, less its start (it joins about a second later).
+    const videoSent = [...witness.arrivals].filter(([key, at]) => key.startsWith(`${VIDEO_TRACK}:`) && at >= playersStartedAt && at <= playersStartedAt + gst.wallMs).length;
+    console.log(`      video frames the relay sent a direct viewer in the same time: ${videoSent}`);
+    expect(Number(fps![1]), 'frames rendered').to.be.at.least(videoSent * 0.8);
+    expect(Number(fps![1]), 'frames rendered').to.be.at.least(SECONDS * 2);
     // Frames the sink drops for lateness: none on an idle machine; a few when other tests load both cores.
     expect(Number(fps![2]), 'frames dropped').to.be.at.most(Number(fps![1]) * 0.02);
   });
