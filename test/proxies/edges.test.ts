@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { alive, gstChildren } from '../helpers/faults.js';
 import { freePort, startRelay, trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { decodeErrors, mapLimit, shutdown, sleep } from '../helpers/viewers.js';
-import { removeTempDirs, startHaproxy, stopProxies, TimedViewer, type RunningProxy } from './harness.js';
+import { cleanUpProxies, startHaproxy, stopProxies, TimedViewer, type RunningProxy } from './harness.js';
 
 const SMALL = ['--width', '320', '--height', '240', '--video-bitrate', '400'];
 
@@ -31,7 +31,7 @@ describe('proxies: edge relays pulling an origin', function () {
     // Stopped processes must be running again before they can handle SIGTERM.
     for (const r of relays) if (r.process.pid && alive(r.process.pid)) process.kill(r.process.pid, 'SIGCONT');
     await Promise.all(relays.splice(0).map((r) => shutdown(r)));
-    removeTempDirs();
+    await cleanUpProxies();
   });
 
   it('origin hung (SIGSTOP): the edge\'s /healthz fails within 5 s and says why; its viewers get media within 3 s of SIGCONT', async () => {
@@ -128,8 +128,13 @@ describe('proxies: edge relays pulling an origin', function () {
     const origin = await startRelay(SMALL);
     relays.push(origin);
     await waitLive(origin, 20_000);
-    const edges = await Promise.all([0, 1].map(() => startRelay(['--ingest', `${origin.url}/live.webm`, '--drain', '3'])));
-    relays.push(...edges);
+    const edges = await Promise.all(
+      [0, 1].map(async () => {
+        const edge = await startRelay(['--ingest', `${origin.url}/live.webm`, '--drain', '3']);
+        relays.push(edge);
+        return edge;
+      }),
+    );
     await Promise.all(edges.map((e) => waitLive(e, 15_000)));
     const haproxy = await startHaproxy(edges.map((e) => e.port));
     proxies.push(haproxy);

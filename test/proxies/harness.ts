@@ -41,6 +41,8 @@ export interface ProxyOptions {
 }
 
 const tempDirs: string[] = [];
+/** Every proxy started and not yet stopped: one that started while another failed to must not be left running. */
+const running = new Set<ChildProcess>();
 
 function tempDir(kind: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `webm-relay-${kind}-`));
@@ -92,6 +94,8 @@ async function waitListening(port: number, child: ChildProcess, output: () => st
 }
 
 function stopper(child: ChildProcess): () => Promise<void> {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   return async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -136,8 +140,9 @@ export async function startNginx(backends: number[], options: ProxyOptions = {})
   fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const child = spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const output = collect(child);
+  const stop = stopper(child);
   await waitListening(port, child, () => output() + readIf(path.join(dir, 'error.log')), 'nginx');
-  return { kind: 'nginx', url: `http://127.0.0.1:${port}`, port, tlsUrl: `https://127.0.0.1:${tlsPort}`, dir, process: child, output: () => output() + readIf(path.join(dir, 'error.log')), stop: stopper(child) };
+  return { kind: 'nginx', url: `http://127.0.0.1:${port}`, port, tlsUrl: `https://127.0.0.1:${tlsPort}`, dir, process: child, output: () => output() + readIf(path.join(dir, 'error.log')), stop };
 }
 
 /** HAProxy with deploy/haproxy/haproxy.cfg in front of the relays on `backends`. */
@@ -154,8 +159,9 @@ export async function startHaproxy(backends: number[], options: ProxyOptions = {
   fs.writeFileSync(file, cfg);
   const child = spawn('haproxy', ['-db', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
   const output = collect(child);
+  const stop = stopper(child);
   await waitListening(port, child, output, 'haproxy');
-  return { kind: 'haproxy', url: `http://127.0.0.1:${port}`, port, tlsUrl: `https://127.0.0.1:${tlsPort}`, dir, process: child, output, stop: stopper(child) };
+  return { kind: 'haproxy', url: `http://127.0.0.1:${port}`, port, tlsUrl: `https://127.0.0.1:${tlsPort}`, dir, process: child, output, stop };
 }
 
 /** varnishd with deploy/varnish/webm-relay.vcl in front of the relay on `backend`. */
@@ -174,8 +180,9 @@ export async function startVarnish(backend: number, options: ProxyOptions = {}):
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const output = collect(child);
+  const stop = stopper(child);
   await waitListening(port, child, output, 'varnishd');
-  return { kind: 'varnish', url: `http://127.0.0.1:${port}`, port, tlsUrl: null, dir, process: child, output, stop: stopper(child) };
+  return { kind: 'varnish', url: `http://127.0.0.1:${port}`, port, tlsUrl: null, dir, process: child, output, stop };
 }
 
 export function startProxy(kind: ProxyKind, backends: number[], options: ProxyOptions = {}): Promise<RunningProxy> {
@@ -197,7 +204,9 @@ export async function stopProxies(proxies: (RunningProxy | null | undefined)[]):
   await Promise.all(proxies.map((p) => p?.stop()));
 }
 
-export function removeTempDirs(): void {
+/** Stops every proxy still running (also ones whose start failed half-way), then removes their directories. */
+export async function cleanUpProxies(): Promise<void> {
+  await Promise.all([...running].map((child) => stopper(child)()));
   for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 }
 

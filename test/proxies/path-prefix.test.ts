@@ -8,7 +8,7 @@ import type { Browser } from 'playwright-core';
 import { launchBrowser, playerSnapshot, sampleVideo } from '../helpers/browser.js';
 import { startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { shutdown } from '../helpers/viewers.js';
-import { removeTempDirs, startNginx, type RunningProxy } from './harness.js';
+import { cleanUpProxies, startNginx, type RunningProxy } from './harness.js';
 
 /** Uncomments the path-prefix block of the nginx site. */
 function withPrefixLocation(site: string): string {
@@ -34,7 +34,7 @@ describe('proxies: the relay under a path prefix (nginx location /cam/), in Chro
     await browser?.close();
     await nginx?.stop();
     await shutdown(relay);
-    removeTempDirs();
+    await cleanUpProxies();
   });
 
   it('/cam/video.html plays live.webm from /cam/, and /cam/live/ plays over the WebSocket at /cam/live', async () => {

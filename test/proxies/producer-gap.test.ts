@@ -14,7 +14,7 @@ import { expect } from 'chai';
 import { gstProducer, startTcpRelay, stopProcess, type Producer } from '../helpers/faults.js';
 import { trimToCompleteBlocks, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { decodeErrors, mapLimit, shutdown, sleep } from '../helpers/viewers.js';
-import { PROXY_KINDS, removeTempDirs, startProxy, startVarnish, stopProxies, TimedViewer, type RunningProxy } from './harness.js';
+import { PROXY_KINDS, cleanUpProxies, startProxy, startVarnish, stopProxies, TimedViewer, type RunningProxy } from './harness.js';
 
 const GAP_MS = 40_000;
 const VARNISH_SEND_TIMEOUT_S = 4;
@@ -29,7 +29,7 @@ describe('proxies: a 40 s producer gap keeps every viewer through every proxy (a
     if (producer) await stopProcess(producer.process, 'SIGKILL');
     await stopProxies(proxies);
     await shutdown(relay);
-    removeTempDirs();
+    await cleanUpProxies();
   });
 
   it('HTTP and WebSocket viewers, direct and through nginx, HAProxy and Varnish, all stay connected and play on; Varnish send_timeout proven', async () => {

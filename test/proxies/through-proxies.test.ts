@@ -14,7 +14,7 @@ import {
   get,
   median,
   PROXY_KINDS,
-  removeTempDirs,
+  cleanUpProxies,
   startHaproxy,
   startNginx,
   startProxy,
@@ -118,7 +118,7 @@ describe('proxies: the stream through nginx, HAProxy and Varnish (deploy/ config
   after(async () => {
     await stopProxies(Object.values(proxies ?? {}));
     await shutdown(relay);
-    removeTempDirs();
+    await cleanUpProxies();
   });
 
   it('every answer through every proxy says whether it may be kept; /live.webm is unbuffered; a plain GET of /live is a 426', async () => {
