@@ -224,6 +224,9 @@ export class TimedViewer {
   /** Statuses of answers that were not the stream (e.g. 503), with times. */
   readonly refusals: { status: number; at: number }[] = [];
   lastMediaAt = 0;
+  /** Audio blocks received without the keyframe flag (every Opus or Vorbis frame is one). */
+  audioBlocksWithoutKeyframeFlag = 0;
+  audioBlocks = 0;
   /** When anything arrived: media, keep-alive bytes, WebSocket pings. */
   readonly trafficAt: number[] = [];
   /** Longest time between two media arrivals (also across reconnects), and when it ended. */
@@ -258,11 +261,18 @@ export class TimedViewer {
     if (this.stopped) return;
     const connection = { startedAt: Date.now(), status: 0, firstMediaAt: 0, lastMediaAt: 0, closedAt: 0, bytes: [] as Buffer[] };
     this.connections.push(connection);
+    const audioTracks = new Set<number>();
     const splitter = new WebmSplitter(
       {
-        header: () => {},
+        header: (h) => {
+          for (const t of h.info.tracks) if (t.kind === 'audio') audioTracks.add(t.number);
+        },
         cluster: () => {},
         block: (b) => {
+          if (audioTracks.has(b.track)) {
+            this.audioBlocks++;
+            if (!b.keyframe) this.audioBlocksWithoutKeyframeFlag++;
+          }
           const now = Date.now();
           if (!connection.firstMediaAt) connection.firstMediaAt = now;
           connection.lastMediaAt = now;

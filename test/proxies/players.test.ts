@@ -96,7 +96,7 @@ describe(`proxies: mpv, VLC and GStreamer play /live.webm for ${SECONDS} s (abou
     console.log(`      mpv: exit ${mpv.code} after ${mpv.wallMs} ms; A/V desync reports ${desyncs}; problems: ${JSON.stringify(mpvProblems)}`);
     expect(mpv.code, mpv.output).to.equal(0);
     expect(mpv.output).to.include('(End of file)');
-    expect(mpv.wallMs).to.be.within((SECONDS - 2) * 1000, (SECONDS + 10) * 1000);
+    expect(mpv.wallMs).to.be.within((SECONDS - 2) * 1000, (SECONDS + 20) * 1000);
     expect(mpv.output).to.match(/Video --vid=1 .*vp8/).and.to.match(/Audio --aid=1 .*opus/);
     const keyframeWarning = mpvProblems.filter((l) => /incorrect keyframe flag/.test(l));
     // On a loaded machine the encoder's live audio source skips (its timestamps jump); mpv
@@ -104,7 +104,12 @@ describe(`proxies: mpv, VLC and GStreamer play /live.webm for ${SECONDS} s (abou
     const ptsJumps = mpvProblems.filter((l) => /Invalid audio PTS/.test(l));
     expect(ptsJumps.length, 'mpv audio PTS jumps not in the stream itself').to.be.at.most(audioGaps.length);
     expect(mpvProblems.filter((l) => !keyframeWarning.includes(l) && !ptsJumps.includes(l)), 'mpv errors other than the keyframe flag').to.deep.equal([]);
-    if (keyframeWarning.length) console.log('      mpv still reports audio blocks without the keyframe flag (the normalizer does not set it yet)');
+    // mpv's "incorrect keyframe flag" warning is about audio blocks without the flag: it
+    // must come exactly when the relay sent such blocks. (Every Opus frame is a keyframe;
+    // the normalizer is to set the flag: until it does, the warning is reported here.)
+    console.log(`      audio blocks the relay sent: ${witness.audioBlocks}, ${witness.audioBlocksWithoutKeyframeFlag} without the keyframe flag; mpv's warning: ${keyframeWarning.length > 0}`);
+    expect(witness.audioBlocks).to.be.greaterThan(0);
+    expect(keyframeWarning.length > 0, 'mpv warns about keyframe flags exactly when audio blocks lack them').to.equal(witness.audioBlocksWithoutKeyframeFlag > 0);
 
     // VLC: its own Matroska reader wants a seekable file ("cannot find any cluster"), for
     // any live WebM; it hands the stream to libavformat, which plays it.
@@ -114,11 +119,13 @@ describe(`proxies: mpv, VLC and GStreamer play /live.webm for ${SECONDS} s (abou
     const lateOrLost = vlcLines.filter((l) => /lost|too late|discontinuity/i.test(l) && !/TS module discarded/.test(l));
     console.log(`      vlc: exit ${vlc.code} after ${vlc.wallMs} ms; errors: ${JSON.stringify(vlcErrors)}; late or lost: ${lateOrLost.length}`);
     expect(vlc.code, vlc.output.slice(-3000)).to.equal(0);
-    expect(vlc.wallMs).to.be.within((SECONDS - 2) * 1000, (SECONDS + 10) * 1000);
+    expect(vlc.wallMs).to.be.within((SECONDS - 2) * 1000, (SECONDS + 20) * 1000);
     expect(vlcLines.some((l) => /codec \(vp8\) started/.test(l)), 'VLC decodes VP8').to.equal(true);
     expect(vlcLines.some((l) => /using audio decoder module "opus"/.test(l)), 'VLC decodes Opus').to.equal(true);
-    // VLC's clock stalls its decoder over holes in the audio; allowed only when the stream had such holes.
-    expect(vlcErrors.filter((l) => !(audioGaps.length > 0 && /buffer deadlock prevented/.test(l)))).to.deep.equal([]);
+    // VLC's clock stalls its decoder over holes in the audio (and, over long ones, cannot
+    // place the next timestamps): allowed only when the stream itself had such holes.
+    const clockTrouble = /buffer deadlock prevented|Timestamp conversion failed|Could not convert timestamp/;
+    expect(vlcErrors.filter((l) => !(audioGaps.length > 0 && clockTrouble.test(l)))).to.deep.equal([]);
     // A picture decoded too late for its time is the CPU's doing; a lost one is the stream's.
     expect(lateOrLost.filter((l) => !/too late/i.test(l))).to.deep.equal([]);
 
