@@ -153,7 +153,9 @@ export async function startHaproxy(backends: number[], options: ProxyOptions = {
   let cfg = fs.readFileSync(path.join(ROOT, 'deploy/haproxy/haproxy.cfg'), 'utf8');
   cfg = replaceOnce(cfg, /^\s*bind :80$/m, `    bind 127.0.0.1:${port}`, 'bind :80');
   cfg = replaceOnce(cfg, /^\s*bind :443 ssl crt \S+/m, `    bind 127.0.0.1:${tlsPort} ssl crt ${pem}`, 'bind :443');
-  cfg = replaceOnce(cfg, /(^\s*server \S+ 127\.0\.0\.1:\d+.*\n)+/m, backends.map((p, i) => `    server relay${i + 1} 127.0.0.1:${p}\n`).join(''), 'server lines');
+  cfg = replaceOnce(cfg, /(^\s*server relay\d+ 127\.0\.0\.1:\d+.*\n)+/m, backends.map((p, i) => `    server relay${i + 1} 127.0.0.1:${p}\n`).join(''), 'server lines');
+  // Publishers go to the first relay (the origin).
+  cfg = replaceOnce(cfg, /^(\s*server origin) 127\.0\.0\.1:\d+/m, `$1 127.0.0.1:${backends[0]}`, 'the publish backend');
   if (options.editConfig) cfg = options.editConfig(cfg);
   const file = path.join(dir, 'haproxy.cfg');
   fs.writeFileSync(file, cfg);
