@@ -89,7 +89,8 @@ async function waitListening(port: number, child: ChildProcess, output: () => st
         socket.once('error', () => resolve(false));
       });
     },
-    15_000,
+    // varnishd compiles its VCL with cc first: seconds on a busy machine.
+    30_000,
   );
 }
 

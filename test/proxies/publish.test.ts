@@ -61,7 +61,7 @@ describe('proxies: publishing with PUT /live.webm through nginx and HAProxy', fu
       console.log(`      ${kind}: viewer got ${viewer.body().length} bytes, ${viewer.arrivals.size} blocks; relay: "${producerLine.replace(/^\S+ \S+\s+/, '')}"; ffmpeg: ${stderr.trim() || 'no errors'}`);
       expect(producerLine).to.match(/http /);
       // ffmpeg encodes in real time only on an idle machine: what matters is that blocks flow.
-      expect(viewer.arrivals.size, 'blocks through the proxy').to.be.greaterThan(20);
+      expect(viewer.arrivals.size, 'blocks through the proxy').to.be.greaterThan(5);
       expect(await decodeErrors(trimToCompleteBlocks(viewer.body())), 'ffmpeg -v error').to.deep.equal([]);
     });
   }
