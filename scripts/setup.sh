@@ -18,6 +18,13 @@ if [ "${1:-}" = "--test" ]; then
   command -v ffmpeg >/dev/null || need+=(ffmpeg)
   command -v mkvinfo >/dev/null || need+=(mkvtoolnix)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # test/proxies: real proxies with the configs in deploy/, a certificate for their TLS, and players.
+  command -v nginx >/dev/null || need+=(nginx-light)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v varnishd >/dev/null || need+=(varnish)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v mpv >/dev/null || need+=(mpv)
+  command -v cvlc >/dev/null || need+=(vlc-bin vlc-plugin-base)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

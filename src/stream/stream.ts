@@ -193,7 +193,7 @@ export class Stream {
         process.stdin.once('end', () => log.info(`${this.name}: standard input ended`));
         break;
       case 'pull':
-        this.pull = new UpstreamPull(producer.url, this.attach);
+        this.pull = new UpstreamPull(producer.url, this.attach, { readTimeoutMs: this.config.limits.upstreamTimeoutMs });
         this.pull.start();
         break;
       case 'publish':
@@ -251,7 +251,13 @@ export class Stream {
       normalizer: { ...this.normalizer.stats },
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
+      upstream: this.pull?.stats() ?? null,
     };
+  }
+
+  /** Edge: why the upstream is not delivering, for /healthz; null when it is (or for other producers). */
+  get upstreamTrouble(): string | null {
+    return this.pull?.trouble ?? null;
   }
 }
 

@@ -10,6 +10,7 @@ class RecordingTransport implements ViewerTransport {
   received: Buffer[] = [];
   pendingBytes = 0;
   closed: string | null = null;
+  keepAlives = 0;
   send(data: Buffer): void {
     this.received.push(data);
   }
@@ -17,6 +18,9 @@ class RecordingTransport implements ViewerTransport {
     if (replacing) return false;
     this.received.push(init.segment.bytes);
     return true;
+  }
+  keepAlive(): void {
+    this.keepAlives++;
   }
   close(reason: string): void {
     this.closed = reason;
