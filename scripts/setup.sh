@@ -18,6 +18,15 @@ if [ "${1:-}" = "--test" ]; then
   command -v ffmpeg >/dev/null || need+=(ffmpeg)
   command -v mkvinfo >/dev/null || need+=(mkvtoolnix)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # The player tests run in all three engines: Firefox (driven over WebDriver BiDi by
+  # puppeteer-core), WebKitGTK's MiniBrowser (through WebKitWebDriver, under Xvfb).
+  [ -x /usr/bin/firefox-esr ] || need+=(firefox-esr)
+  command -v WebKitWebDriver >/dev/null || need+=(webkit2gtk-driver)
+  [ -x /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser ] || need+=(libwebkit2gtk-4.1-0)
+  command -v Xvfb >/dev/null || need+=(xvfb)
+  # VP8/VP9 decoding in WebKitGTK's media backend (GStreamer).
+  gst-inspect-1.0 vp8dec >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
+  command -v mpv >/dev/null || need+=(mpv)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
