@@ -57,6 +57,8 @@ export class LatencyController {
     this.lastStallAt = -Infinity;
     this.lastTickAt = performance.now();
     this.lastCatchUpAt = -Infinity;
+    /** When the current seek began (-1: none): a seek that hangs is abandoned. */
+    this.seekingSince = -1;
     /** currentTime at the previous tick: unchanged while playing means stuck. */
     this.lastTime = -1;
     /** While the rate is above 1: where and when that began, to see whether it works. */
@@ -111,7 +113,18 @@ export class LatencyController {
     this.lastTickAt = wallNow;
     this.relax(elapsed, wallNow);
     const ranges = video.buffered;
-    if (ranges.length === 0 || video.seeking) return;
+    if (ranges.length === 0) return;
+    if (video.seeking) {
+      // A seek that never completes (Chromium, into media it dropped after a gap): go to the live edge instead.
+      if (this.seekingSince < 0) this.seekingSince = wallNow;
+      else if (wallNow - this.seekingSince > 2000) {
+        this.seekingSince = -1;
+        this.jumps++;
+        video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - this.target);
+      }
+      return;
+    }
+    this.seekingSince = -1;
     const now = video.currentTime;
     const { maxRate, tolerance, rampSeconds } = this.options;
     const target = this.target;

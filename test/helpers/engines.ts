@@ -137,36 +137,35 @@ async function webdriver<T>(base: string, method: string, route: string, body?: 
   return json.value;
 }
 
-async function launchWebKit(): Promise<Engine> {
-  const xvfb = await startXvfb();
+/** A WebKitWebDriver on a free port; it holds one session (one MiniBrowser) at a time. */
+async function startWebKitDriver(display: string): Promise<{ base: string; stop(): void }> {
   const port = await freePort();
   const driver = spawn('WebKitWebDriver', [`--port=${port}`, '--host=127.0.0.1'], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, DISPLAY: xvfb.display },
+    env: { ...process.env, DISPLAY: display },
   });
   let driverLog = '';
   driver.stderr!.on('data', (chunk) => (driverLog = (driverLog + chunk).slice(-4000)));
   const base = `http://127.0.0.1:${port}`;
-  const stop = () => {
-    driver.kill('SIGKILL');
-    xvfb.process.kill('SIGKILL');
-  };
-  try {
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      try {
-        await webdriver(base, 'GET', '/status', undefined, 2000);
-        break;
-      } catch (error) {
-        if (Date.now() > deadline) throw new Error(`WebKitWebDriver did not start: ${(error as Error).message} ${driverLog}`);
-        await new Promise((r) => setTimeout(r, 200));
+  const stop = () => void driver.kill('SIGKILL');
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await webdriver(base, 'GET', '/status', undefined, 2000);
+      return { base, stop };
+    } catch (error) {
+      if (Date.now() > deadline || driver.exitCode !== null) {
+        stop();
+        throw new Error(`WebKitWebDriver did not start: ${(error as Error).message} ${driverLog}`);
       }
+      await new Promise((r) => setTimeout(r, 200));
     }
-  } catch (error) {
-    stop();
-    throw error;
   }
-  const sessions = new Set<string>();
+}
+
+async function launchWebKit(): Promise<Engine> {
+  const xvfb = await startXvfb();
+  const closers = new Set<() => Promise<void>>();
   let version = 'WebKitGTK';
   const probe = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'libwebkit2gtk-4.1-0'], { encoding: 'utf8' });
   if (probe.status === 0) version = `WebKitGTK ${probe.stdout.trim()}`;
@@ -177,20 +176,32 @@ async function launchWebKit(): Promise<Engine> {
       return version;
     },
     async newPage() {
-      // One MiniBrowser per page: a WebDriver session is one browser window.
-      const session = await webdriver<{ sessionId: string; capabilities: { browserVersion?: string } }>(base, 'POST', '/session', {
-        capabilities: {
-          alwaysMatch: {
-            'webkitgtk:browserOptions': { binary: MINIBROWSER, args: ['--automation'] },
-            // An endless video never finishes loading: navigation must not wait for it.
-            pageLoadStrategy: 'none',
+      // WebKitWebDriver serves one session at a time, and a session is one MiniBrowser window.
+      const driver = await startWebKitDriver(xvfb.display);
+      const base = driver.base;
+      let session: { sessionId: string; capabilities: { browserVersion?: string } };
+      try {
+        session = await webdriver(base, 'POST', '/session', {
+          capabilities: {
+            alwaysMatch: {
+              'webkitgtk:browserOptions': { binary: MINIBROWSER, args: ['--automation'] },
+              // An endless video never finishes loading: navigation must not wait for it.
+              pageLoadStrategy: 'none',
+            },
           },
-        },
-      });
-      const id = session.sessionId;
-      sessions.add(id);
+        });
+      } catch (error) {
+        driver.stop();
+        throw error;
+      }
+      const route = `/session/${session.sessionId}`;
       if (session.capabilities.browserVersion) version = `WebKitGTK ${session.capabilities.browserVersion}`;
-      const route = `/session/${id}`;
+      const close = async () => {
+        closers.delete(close);
+        await webdriver(base, 'DELETE', route, undefined, 15_000).catch(() => undefined);
+        driver.stop();
+      };
+      closers.add(close);
       await webdriver(base, 'POST', `${route}/timeouts`, { script: 60_000 });
       return {
         async goto(url) {
@@ -212,15 +223,12 @@ async function launchWebKit(): Promise<Engine> {
           if (result.error) throw new Error(`in WebKit page: ${result.error}`);
           return result.value as T;
         },
-        async close() {
-          sessions.delete(id);
-          await webdriver(base, 'DELETE', route, undefined, 15_000).catch(() => undefined);
-        },
+        close,
       };
     },
     async close() {
-      for (const id of sessions) await webdriver(base, 'DELETE', `/session/${id}`, undefined, 15_000).catch(() => undefined);
-      stop();
+      await Promise.all([...closers].map((close) => close()));
+      xvfb.process.kill('SIGKILL');
     },
   };
 }
