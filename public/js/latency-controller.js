@@ -63,6 +63,7 @@ export class LatencyController {
     this.lastTime = -1;
     /** While the rate is above 1: where and when that began, to see whether it works. */
     this.rateProbe = /** @type {{ wall: number, media: number, rate: number } | null} */ (null);
+    this.rateIgnoredProbes = 0;
     /** Set just before we change playbackRate: a volumechange right after is its side effect. */
     this.rateChangedAt = -Infinity;
     video.addEventListener('volumechange', () => {
@@ -193,10 +194,11 @@ export class LatencyController {
     const wall = (wallNow - probe.wall) / 1000;
     if (wall < 3) return;
     const speed = (mediaNow - probe.media) / wall;
-    // Stalls slow the media clock too; only a clock that runs but ignores the rate counts.
-    if (speed > 0.9 && speed < 1 + (probe.rate - 1) * 0.3) {
-      this.useSeeks(`playbackRate ${probe.rate} had no effect (×${speed.toFixed(2)})`);
-    }
+    // A busy machine slows the media clock too (late frames, short stalls): only a clock
+    // that runs at exactly 1, twice in a row, ignores the rate (WebKit's MSE).
+    const ignored = speed > 0.97 && speed < 1 + Math.min(0.02, (probe.rate - 1) * 0.3);
+    this.rateIgnoredProbes = ignored ? this.rateIgnoredProbes + 1 : 0;
+    if (this.rateIgnoredProbes >= 2) this.useSeeks(`playbackRate ${probe.rate} had no effect (×${speed.toFixed(2)})`);
     this.rateProbe = null;
   }
 
