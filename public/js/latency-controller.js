@@ -42,8 +42,12 @@ export class LatencyController {
   constructor(video, options = {}) {
     this.video = video;
     this.options = { ...DEFAULTS, ...options };
-    /** The current target behind live: see stalled() and relax(). */
-    this.target = this.options.targetLatency;
+    /** The target as stalls have set it: see stalled() and relax(). */
+    this.stallTarget = this.options.targetLatency;
+    /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
+    this.arrivalGaps = /** @type {[number, number][]} */ ([]);
+    this.lastEnd = -1;
+    this.lastAdvanceAt = -1;
     this.jumps = 0;
     this.gapJumps = 0;
     /** Seconds of media jumped over in holes of `buffered` (a relay that skipped a GOP for a slow link). */
@@ -79,12 +83,42 @@ export class LatencyController {
     this.rateProbe = null;
   }
 
-  /** Playback ran dry: aim further behind live (up to the ceiling). */
+  /**
+   * Seconds behind live to aim for now: what stalls taught us, and at least the longest
+   * wait for new media of the last 20 s (a variable-frame-rate producer, a jittery link),
+   * so that the next such wait does not run the buffer dry. Never above the ceiling.
+   */
+  get target() {
+    let longest = 0;
+    for (const [, ms] of this.arrivalGaps) longest = Math.max(longest, ms);
+    const floor = longest > 0 ? longest / 1000 + 0.15 : 0;
+    return Math.min(this.options.maxTargetLatency, Math.max(this.stallTarget, floor));
+  }
+
+  /** Media was appended: notes how long the end of `buffered` had stood still before. */
+  appended() {
+    const ranges = this.video.buffered;
+    if (ranges.length === 0) return;
+    const end = ranges.end(ranges.length - 1);
+    const now = performance.now();
+    if (end > this.lastEnd) {
+      // Not across a (re)start or a jump: those are no waits for media.
+      if (this.lastAdvanceAt >= 0 && end - this.lastEnd < 2) this.arrivalGaps.push([now, now - this.lastAdvanceAt]);
+      this.lastEnd = end;
+      this.lastAdvanceAt = now;
+    } else if (end < this.lastEnd - 2) {
+      this.lastEnd = end;
+      this.lastAdvanceAt = now;
+    }
+    while (this.arrivalGaps.length > 0 && now - this.arrivalGaps[0][0] > 20_000) this.arrivalGaps.shift();
+  }
+
+  /** Playback ran dry: aim further behind live (up to the ceiling), once per stall however many `waiting` events it fires. */
   stalled() {
     const now = performance.now();
-    if (now - this.startedAt < this.options.startWindowMs) return;
+    if (now - this.startedAt < this.options.startWindowMs || now - this.lastStallAt < 2000) return;
     this.lastStallAt = now;
-    this.target = Math.min(this.options.maxTargetLatency, this.target + this.options.stallIncrease);
+    this.stallTarget = Math.min(this.options.maxTargetLatency, this.stallTarget + this.options.stallIncrease);
   }
 
   /** Seconds behind the end of what is buffered (0 when nothing is). */
@@ -171,8 +205,8 @@ export class LatencyController {
 
   /** After smooth playback the target comes back down towards the configured one. @param {number} elapsed s @param {number} wallNow */
   relax(elapsed, wallNow) {
-    if (this.target <= this.options.targetLatency || wallNow - this.lastStallAt < this.options.relaxAfterMs) return;
-    this.target = Math.max(this.options.targetLatency, this.target - this.options.relaxPerSecond * Math.min(elapsed, 1));
+    if (this.stallTarget <= this.options.targetLatency || wallNow - this.lastStallAt < this.options.relaxAfterMs) return;
+    this.stallTarget = Math.max(this.options.targetLatency, this.stallTarget - this.options.relaxPerSecond * Math.min(elapsed, 1));
   }
 
   /**

@@ -67,6 +67,7 @@ export class Player {
     this.buffer = new BufferController(video, {
       onError: (message) => this.recover(message),
       onAppended: () => {
+        this.latency.appended();
         if (this.video.buffered.length > 0) this.mark('appended');
         this.maybeStart();
       },

@@ -164,7 +164,7 @@ describe('normalizer: frame durations and keyframe flags', function () {
     expect(out, 'the second frame, let go by its timer').to.have.length(2);
     expect(flushes).to.equal(1);
     const [second] = parse(Buffer.concat([init, clusterBytes(out)])).blocks.slice(1);
-    expect(second.duration).to.be.within(150, 400);
+    expect(second.duration).to.be.within(140, 400);
     normalizer.flush();
   });
 

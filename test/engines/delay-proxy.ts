@@ -1,0 +1,53 @@
+/**
+ * A TCP proxy that delays every chunk by `delay ± jitter` ms in both directions, keeping
+ * order (a chunk never overtakes the one before it), with backpressure: it holds at most
+ * 64 KiB per direction, so a slow link still pushes back to the sender. The kernel here
+ * has no netem; this stands in for its delay and jitter.
+ *
+ *   node delay-proxy.js LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT DELAY_MS JITTER_MS
+ *
+ * Prints "listening" once it accepts connections.
+ */
+import net from 'node:net';
+
+const HIGH_WATER = 64 * 1024;
+
+function pipeDelayed(from: net.Socket, to: net.Socket, delayMs: number, jitterMs: number): void {
+  let queued = 0;
+  let lastRelease = 0;
+  from.on('data', (chunk: Buffer) => {
+    const at = Math.max(lastRelease, Date.now() + delayMs + (Math.random() * 2 - 1) * jitterMs);
+    lastRelease = at;
+    queued += chunk.length;
+    if (queued > HIGH_WATER) from.pause();
+    setTimeout(() => {
+      queued -= chunk.length;
+      const flushed = to.write(chunk);
+      if (queued < HIGH_WATER / 2) {
+        if (flushed) from.resume();
+        else to.once('drain', () => from.resume());
+      }
+    }, at - Date.now());
+  });
+  from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastRelease - Date.now())));
+  from.on('error', () => to.destroy());
+}
+
+export function startDelayProxy(listenHost: string, listenPort: number, targetHost: string, targetPort: number, delayMs: number, jitterMs: number): net.Server {
+  const server = net.createServer((client) => {
+    client.setNoDelay(true);
+    const upstream = net.connect(targetPort, targetHost);
+    upstream.setNoDelay(true);
+    pipeDelayed(client, upstream, delayMs, jitterMs);
+    pipeDelayed(upstream, client, delayMs, jitterMs);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  server.listen(listenPort, listenHost, () => console.log('listening'));
+  return server;
+}
+
+if (process.argv[1]?.endsWith('delay-proxy.js')) {
+  const [host, port, targetHost, targetPort, delay, jitter] = process.argv.slice(2);
+  startDelayProxy(host, Number(port), targetHost, Number(targetPort), Number(delay), Number(jitter));
+}
