@@ -16,7 +16,7 @@ export interface PlaybackQuality {
   stalledMs: number;
   /** Times currentTime moved forward by more than 0.5 s beyond the wall-clock time passed (a jump over a hole or a skip). */
   jumps: number;
-  /** Samples in which `buffered` had more than one range (a hole), after the first frame. */
+  /** Samples in which `buffered` had a hole ahead of the playhead, after the first frame. */
   holeSamples: number;
   /** Largest hole seen in `buffered`, s. */
   largestHoleS: number;
@@ -94,11 +94,16 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
         }
         s.stillSince = null;
       }
+      // A hole ahead of the playhead is one playback must stall at or jump over (one behind
+      // it, left by the start at the live edge, is history).
       const b = video.buffered;
-      if (b.length > 1) {
-        s.holes++;
-        for (let i = 1; i < b.length; i++) s.largestHole = Math.max(s.largestHole, b.start(i) - b.end(i - 1));
+      let hole = false;
+      for (let i = 1; i < b.length; i++) {
+        if (b.end(i - 1) < t - 0.01) continue;
+        hole = true;
+        s.largestHole = Math.max(s.largestHole, b.start(i) - b.end(i - 1));
       }
+      if (hole) s.holes++;
       if (b.length > 0 && now - s.first > settle) s.lags.push(b.end(b.length - 1) - t);
       s.lastTime = t;
       s.lastWall = now;
