@@ -5,17 +5,20 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseConfig, type Config } from '../src/config.js';
-import { encoderArgs } from '../src/source/pipeline.js';
+import { parseConfig } from '../src/config/flags.js';
+import type { EncoderSettings } from '../src/config/options.js';
+import { encoderArgs } from '../src/source/gst-args.js';
 import { WebmSplitter } from '../src/webm/splitter.js';
 
 /** The relay's default encoder settings, at about 2 Mbit/s (what the bench streams). */
 export const VIDEO_BITRATE_KBPS = Number(process.env.FANOUT_VIDEO_KBPS ?? 2000);
 
-export function encoderConfig(extra: string[] = []): Config {
+export function encoderConfig(extra: string[] = []): EncoderSettings {
   const config = parseConfig(['--video-bitrate', String(VIDEO_BITRATE_KBPS), ...extra], {});
   if (config === 'help') throw new Error('unreachable');
-  return config;
+  const producer = config.streams[0].producer;
+  if (producer.kind !== 'encoder') throw new Error('unreachable');
+  return producer.encoder;
 }
 
 /** The relay's own gst-launch arguments with `tcpclientsink ...` replaced by `sink`. */

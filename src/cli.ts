@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { ConfigError, helpText, parseConfig } from './config.js';
+import { helpText, parseConfig } from './config/flags.js';
+import { ConfigError } from './config/options.js';
 import { logger } from './log.js';
 import { Relay } from './relay.js';
 

@@ -1,34 +1,57 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { RelayStats } from './relay.js';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { StreamStats } from './protocol.js';
+import type { Stream } from './stream/stream.js';
 
-/** Prometheus metrics, read from the relay's stats at scrape time (nothing to keep in step). */
-export function createMetrics(stats: () => RelayStats): Registry {
+/**
+ * Prometheus metrics, read from each stream's stats at scrape time (nothing to keep
+ * in step). Every series of a stream carries a `stream` label; totals since start
+ * are counters, levels are gauges.
+ */
+export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'webm_relay_process_' });
-  const gauge = (name: string, help: string, read: (s: RelayStats) => number | Record<string, number>, labelName?: string) =>
+  const snapshot = () => [...relay.streams.values()].map((s) => s.stats());
+
+  const gauge = (name: string, help: string, read: (s: StreamStats) => number | Record<string, number>, extraLabel?: string) =>
     new Gauge({
       name: `webm_relay_${name}`,
       help,
-      labelNames: labelName ? [labelName] : [],
+      labelNames: extraLabel ? ['stream', extraLabel] : ['stream'],
       registers: [registry],
       collect() {
-        const value = read(stats());
-        if (typeof value === 'number') this.set(value);
-        else for (const [label, v] of Object.entries(value)) this.set({ [labelName!]: label }, v);
+        this.reset();
+        for (const s of snapshot()) {
+          const value = read(s);
+          if (typeof value === 'number') this.set({ stream: s.name }, value);
+          else for (const [label, v] of Object.entries(value)) this.set({ stream: s.name, [extraLabel!]: label }, v);
+        }
       },
     });
-  gauge('viewers', 'Connected viewers by transport', (s) => s.viewersByTransport, 'transport');
+  const counter = (name: string, help: string, read: (s: StreamStats) => number) =>
+    new Counter({
+      name: `webm_relay_${name}`,
+      help,
+      labelNames: ['stream'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of snapshot()) this.inc({ stream: s.name }, read(s));
+      },
+    });
+
+  gauge('viewers', 'Viewers watching, by transport', (s) => s.viewersByTransport, 'transport');
   gauge('connections', 'Open viewer connections, probe requests included', (s) => s.connections);
-  gauge('live', '1 while a producer is sending a stream', (s) => (s.live ? 1 : 0));
+  gauge('live', '1 while a producer is sending the stream', (s) => (s.live ? 1 : 0));
   gauge('bitrate_bits_per_second', 'Media bitrate over the last seconds', (s) => s.bitrate);
-  gauge('clusters_total', 'Clusters relayed', (s) => s.clusters);
-  gauge('bytes_in_total', 'Bytes received from producers', (s) => s.ingest.bytesIn);
-  gauge('bytes_out_total', 'Media bytes queued to viewers', (s) => s.bytesOut);
-  gauge('viewer_skips_total', 'Times a slow viewer skipped to the next keyframe', (s) => s.skips);
-  gauge('viewer_stall_disconnects_total', 'Viewers disconnected for reading nothing', (s) => s.stallDisconnects);
-  gauge('viewers_rejected_total', 'Viewers turned away at max-viewers', (s) => s.rejected);
-  gauge('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
-  gauge('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
-  gauge('producers_rejected_total', 'Producers disconnected for invalid data', (s) => s.ingest.rejected);
+  counter('clusters_total', 'Clusters relayed', (s) => s.clusters);
+  counter('bytes_in_total', 'Bytes received from producers', (s) => s.ingest.bytesIn);
+  counter('bytes_out_total', 'Media bytes queued to viewers', (s) => s.bytesOut);
+  counter('viewer_skips_total', 'Times a slow viewer skipped to the next keyframe', (s) => s.skips);
+  counter('viewer_slow_disconnects_total', 'Viewers disconnected for a backlog past max-queue (recover: disconnect)', (s) => s.slowDisconnects);
+  counter('viewer_stall_disconnects_total', 'Viewers disconnected for reading nothing', (s) => s.stallDisconnects);
+  counter('viewers_rejected_total', 'Viewers turned away at max-viewers', (s) => s.rejected);
+  counter('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
+  counter('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
+  counter('producers_rejected_total', 'Producers disconnected for invalid or unplayable data', (s) => s.ingest.rejected);
   return registry;
 }

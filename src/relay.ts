@@ -3,35 +3,23 @@ import { fileURLToPath } from 'node:url';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { WebSocketServer } from 'ws';
-import type { Config } from './config.js';
-import { Hub, type HubStats } from './hub/hub.js';
-import { Ingest, type IngestStats } from './ingest/ingest.js';
+import type { RelayConfig } from './config/options.js';
+import { ViewerBudget } from './hub/viewers.js';
 import { logger } from './log.js';
 import { createMetrics } from './metrics.js';
-import { Normalizer, type NormalizerStats } from './normalizer/normalizer.js';
-import { createServer } from './server/server.js';
-import { encoderArgs } from './source/pipeline.js';
-import { Supervisor } from './source/supervisor.js';
+import type { RelayStats } from './protocol.js';
+import { createServer } from './server/app.js';
+import { Snapshots } from './stream/snapshot.js';
+import { Stream } from './stream/stream.js';
 
 const log = logger('relay');
 
 export const PACKAGE_PUBLIC_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../public');
 
-export interface RelayStats extends HubStats {
-  uptimeSeconds: number;
-  mimeType: string | null;
-  ingest: IngestStats;
-  normalizer: NormalizerStats;
-  encoder: { pid: number | null; restarts: number } | null;
-  encoderRestarts: number;
-}
-
-/** The whole relay: source, ingest, normalizer, hub and server, started and stopped together. */
+/** The whole relay: its named streams and the server in front of them, started and stopped together. */
 export class Relay {
-  readonly hub: Hub;
-  readonly normalizer: Normalizer;
-  readonly ingest: Ingest;
-  encoder: Supervisor | null = null;
+  readonly streams = new Map<string, Stream>();
+  readonly snapshots: Snapshots;
   private http: Server | null = null;
   private wss: WebSocketServer | null = null;
   private readonly metrics: Registry;
@@ -41,87 +29,60 @@ export class Relay {
   readonly fatal: Promise<string>;
   private reportFatal!: (message: string) => void;
 
-  constructor(readonly config: Config) {
-    this.hub = new Hub({
-      join: config.join,
-      maxViewers: config.maxViewers,
-      maxQueueBytes: config.maxQueueBytes,
-      stallTimeoutMs: config.stallTimeoutMs,
-      producerGraceMs: config.producerGraceMs,
-    });
-    this.normalizer = new Normalizer(this.hub);
-    this.ingest = new Ingest(this.normalizer, this.hub, {
-      maxHeaderSize: config.maxHeaderBytes,
-      maxElementSize: config.maxElementBytes,
-    });
-    this.metrics = createMetrics(() => this.stats());
+  constructor(readonly config: RelayConfig) {
     this.fatal = new Promise((resolve) => (this.reportFatal = resolve));
+    const budget = new ViewerBudget(config.maxViewers);
+    for (const streamConfig of config.streams) {
+      const stream = new Stream(streamConfig, { budget, gstLaunch: config.gstLaunch, fatal: (message) => this.reportFatal(message) });
+      this.streams.set(stream.name, stream);
+    }
+    this.snapshots = new Snapshots(this.streams, config.gstLaunch);
+    this.metrics = createMetrics(this);
   }
 
+  /** The relay's totals; with one stream, that stream's stats too (the shape from before there were several). */
   stats(): RelayStats {
-    const hub = this.hub.stats();
-    const restarts = this.encoder?.restarts ?? 0;
-    return {
-      ...hub,
+    const all = [...this.streams.values()].map((s) => s.stats());
+    const sum = (read: (s: (typeof all)[number]) => number) => all.reduce((total, s) => total + read(s), 0);
+    const totals = {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      mimeType: this.hub.initSegment?.info.mimeType ?? null,
-      ingest: this.ingest.stats(),
-      normalizer: { ...this.normalizer.stats },
-      encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
-      encoderRestarts: restarts,
+      streams: all.length,
+      live: all.some((s) => s.live),
+      viewers: sum((s) => s.viewers),
+      connections: sum((s) => s.connections),
+      bitrate: sum((s) => s.bitrate),
     };
+    return all.length === 1 ? { ...all[0], ...totals } : totals;
   }
 
-  /** Starts serving viewers and taking the stream. Resolves with the bound HTTP port. */
+  /** Starts serving viewers and taking the streams. Resolves with the bound HTTP port. */
   async start(): Promise<number> {
     const config = this.config;
-    const ingest = config.ingest;
-    // Ports first, so that once "serving" is logged a producer can connect too.
-    let encoderPort = 0;
-    if (ingest.kind === 'encoder') encoderPort = await this.ingest.listenTcp('127.0.0.1', 0);
-    else if (ingest.kind === 'tcp') await this.ingest.listenTcp(ingest.host, ingest.port);
-
-    const { server, wss } = createServer(this.hub, {
+    // Ingest ports first, so that once "serving" is logged a producer can connect too.
+    // Encoders start after, and only if no shutdown began meanwhile.
+    const { server, wss } = createServer(this, {
       publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
       wsMaxPayloadBytes: config.wsMaxPayloadBytes,
-      ingestToken: config.ingestToken,
-      ingest: this.ingest,
-      stats: () => ({ ...this.stats() }),
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
     });
     this.http = server;
     this.wss = wss;
+    const listeners = [...this.streams.values()].filter((s) => s.config.producer.kind === 'tcp');
+    await Promise.all(listeners.map((s) => s.start()));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
     });
-    // A shutdown that began while we were binding must not be followed by a new encoder.
     if (this.stopping) return 0;
     const port = (server.address() as { port: number }).port;
-    log.info(`serving http://${config.host}:${port}/ (player), /live.webm, WebSocket /live`);
-
-    switch (ingest.kind) {
-      case 'encoder': {
-        // The encoder connects to a port of our own that only this machine can reach.
-        const args = encoderArgs(config, encoderPort);
-        log.info(`encoder: ${config.gstLaunch} ${args.join(' ')}`);
-        this.encoder = new Supervisor({ command: config.gstLaunch, args });
-        this.encoder.on('fatal', (message: string) => this.reportFatal(message));
-        this.ingest.onStream = () => this.encoder?.markDelivered();
-        this.encoder.start();
-        break;
-      }
-      case 'stdin':
-        this.ingest.readStdin(() => log.info('standard input ended'));
-        break;
-      case 'http':
-        this.ingest.pullHttp(ingest.url);
-        break;
-    }
+    const names = [...this.streams.keys()];
+    const what = names.length === 1 ? `/${names[0]}.webm, WebSocket /${names[0]}` : `streams ${names.join(', ')}`;
+    log.info(`serving http://${config.host}:${port}/ (player), ${what}`);
+    await Promise.all([...this.streams.values()].filter((s) => s.config.producer.kind !== 'tcp').map((s) => s.start()));
     return port;
   }
 
-  /** Stops taking new viewers, closes the current ones, stops the encoder. */
+  /** Stops taking new viewers, closes the current ones, stops the encoders. */
   async stop(): Promise<void> {
     this.stopping = true;
     const closing: Promise<unknown>[] = [];
@@ -129,10 +90,10 @@ export class Relay {
       const server = this.http;
       closing.push(new Promise((resolve) => server.close(resolve)));
     }
-    this.hub.close('relay shutting down');
+    closing.push(...[...this.streams.values()].map((s) => s.stop()));
     for (const client of this.wss?.clients ?? []) client.terminate();
     this.http?.closeAllConnections();
-    closing.push(this.encoder?.stop() ?? Promise.resolve(), this.ingest.close());
+    this.snapshots.close();
     await Promise.all(closing);
   }
 }

@@ -13,8 +13,14 @@ const fullscreen = /** @type {HTMLButtonElement} */ ($('fullscreen'));
 const playButton = /** @type {HTMLButtonElement} */ ($('play'));
 
 const params = new URLSearchParams(location.search);
-const wsUrl = new URL('live', location.href);
+/** The stream this page plays: the relay names it in the page. */
+const streamName = /** @type {HTMLMetaElement | null} */ (document.querySelector('meta[name="webm-relay-stream"]'))?.content || 'live';
+const wsUrl = new URL(streamName, document.baseURI);
 wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+document.title = `${streamName} · webm-relay`;
+$('title').textContent = streamName;
+// The latest keyframe as a picture until the first frame plays.
+video.poster = new URL(`${streamName}/snapshot.jpg`, document.baseURI).href;
 
 // Tuning from the address, e.g. /?latency=0.5&back=30: seconds behind live to aim for, seconds kept behind the playhead.
 const latency = {};

@@ -59,7 +59,7 @@ function withoutChild(element: Buffer, dropId: number): Buffer {
 }
 
 /** A copy of a master element whose children are what `map` returns for each (null: left out). */
-function rebuildChildren(element: Buffer, map: (id: number, child: Buffer) => Buffer | null): Buffer {
+export function rebuildChildren(element: Buffer, map: (id: number, child: Buffer) => Buffer | null): Buffer {
   const kept: Buffer[] = [];
   forEachChild(element, bodyStart(element), element.length, (id, _s, end, start) => {
     const child = map(id, element.subarray(start, end));

@@ -9,7 +9,7 @@ export interface NormalizedStream {
   /** A Cluster header (unknown size + Timecode). `keyframe`: it starts with a video keyframe, so a viewer can join here. */
   cluster(bytes: Buffer, timecode: number, keyframe: boolean): void;
   /** A block of the current cluster, its relative timecode rewritten. */
-  block(parts: Buffer[], track: number, timecode: number): void;
+  block(parts: Buffer[], track: number, timecode: number, keyframe: boolean): void;
   /** Blocks went out outside an ingest read (a held frame let go by its timer): send them. */
   flush?(): void;
 }
@@ -264,11 +264,12 @@ export class Normalizer {
     }
     this.stats.blocks++;
     const relative = time - this.clusterTime;
+    const audioKeyframe = this.keyframeAudioTracks.has(block.track);
     const parts =
       isVideo && duration !== undefined
         ? videoBlockGroup(block, relative, duration, block.keyframe ? null : Math.max(1, time - previousVideoTime))
-        : rewriteBlock(block, relative, this.keyframeAudioTracks.has(block.track));
-    this.out.block(parts, block.track, time);
+        : rewriteBlock(block, relative, audioKeyframe);
+    this.out.block(parts, block.track, time, block.keyframe || audioKeyframe);
   }
 
   private startCluster(time: number, keyframe: boolean): void {

@@ -1,8 +1,10 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import type { ViewerTransport } from '../hub/hub.js';
-import type { InitSegment } from '../normalizer/init-segment.js';
+import type { ViewerTransport } from '../hub/viewers.js';
+import { CLOSE_REASONS, type CloseReason, type StreamMessage } from '../protocol.js';
+import type { VersionedInit } from '../stream/events.js';
+import { describeTrackList } from '../stream/stream.js';
 
 /**
  * Frames each media Buffer once, whoever it goes to: the hub sends the same Buffer to
@@ -76,9 +78,9 @@ export class HttpTransport implements ViewerTransport {
     return this.socket ? this.socket.writableLength : this.response.writableLength;
   }
 
-  sendInit(init: InitSegment, replacing: boolean): boolean {
+  sendInit(init: VersionedInit, replacing: boolean): boolean {
     if (replacing) return false;
-    this.send(init.bytes);
+    this.send(init.segment.bytes);
     return true;
   }
 
@@ -96,7 +98,7 @@ export class HttpTransport implements ViewerTransport {
     return socket;
   }
 
-  close(): void {
+  close(_reason: CloseReason): void {
     // A clean end of the chunked body: the player sees the stream end, not a network error.
     this.response.end();
     // A viewer that stopped reading would hold the socket open with an unsent backlog.
@@ -104,31 +106,18 @@ export class HttpTransport implements ViewerTransport {
   }
 }
 
-/** The description of a stream sent, as JSON text, before each init segment. */
-export interface StreamDescription {
-  type: 'stream';
-  mimeType: string;
-  tracks: { number: number; kind: string; codec: string; width?: number; height?: number; sampleRate?: number; channels?: number }[];
-}
-
-export function describeStream(init: InitSegment): StreamDescription {
+export function describeStream(name: string, init: VersionedInit): StreamMessage {
   return {
     type: 'stream',
-    mimeType: init.info.mimeType,
-    tracks: init.info.tracks.map((t) => ({
-      number: t.number,
-      kind: t.kind,
-      codec: t.mseCodec ?? t.codecId,
-      width: t.width,
-      height: t.height,
-      sampleRate: t.sampleRate,
-      channels: t.channels,
-    })),
+    name,
+    mimeType: init.segment.info.mimeType,
+    tracks: describeTrackList(init.segment.info.tracks),
+    version: init.version,
   };
 }
 
 /**
- * WebSocket `/live`: description, init segment, then media as binary messages.
+ * WebSocket `/<name>`: description, init segment, then media as binary messages.
  *
  * Media messages are framed once for all viewers and written straight to the socket
  * the connection was upgraded on, as HTTP chunks are, not framed per viewer by `ws`.
@@ -139,6 +128,7 @@ export class WebSocketTransport implements ViewerTransport {
   readonly kind = 'ws';
 
   constructor(
+    private readonly name: string,
     private readonly ws: WebSocket,
     private readonly socket: Socket,
   ) {}
@@ -151,15 +141,15 @@ export class WebSocketTransport implements ViewerTransport {
     return this.ws.bufferedAmount;
   }
 
-  sendInit(init: InitSegment): boolean {
-    this.ws.send(JSON.stringify(describeStream(init)));
-    this.ws.send(init.bytes, { binary: true });
+  sendInit(init: VersionedInit): boolean {
+    this.ws.send(JSON.stringify(describeStream(this.name, init)));
+    this.ws.send(init.segment.bytes, { binary: true });
     return true;
   }
 
-  close(reason: string): void {
-    // 1001 "going away" for shutdown; 1008 "policy" when the relay drops a stalled viewer.
-    this.ws.close(reason.startsWith('stalled') ? 1008 : 1001, reason.slice(0, 120));
+  close(reason: CloseReason): void {
+    const { ws, text } = CLOSE_REASONS[reason];
+    this.ws.close(ws, text);
     setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 }

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { logger } from '../log.js';
-import { diagnoseFatal } from './pipeline.js';
+import { diagnoseFatal } from './gst-args.js';
 
 const log = logger('encoder');
 
@@ -12,12 +12,15 @@ export interface SupervisorOptions {
   minBackoffMs: number;
   maxBackoffMs: number;
   stderrLines: number;
+  /** Names the encoder in log lines (the stream's name). */
+  label: string;
 }
 
 export const DEFAULT_SUPERVISOR_OPTIONS: Omit<SupervisorOptions, 'command' | 'args'> = {
   minBackoffMs: 250,
   maxBackoffMs: 8000,
   stderrLines: 20,
+  label: 'encoder',
 };
 
 /**
@@ -77,7 +80,7 @@ export class Supervisor extends EventEmitter {
       this.fatal(message);
     });
     child.on('spawn', () => {
-      log.info(`started ${command} (pid ${child.pid})`);
+      log.info(`${this.options.label}: started ${command} (pid ${child.pid})`);
       this.emit('spawn', child.pid);
     });
     let partial = '';
@@ -98,7 +101,7 @@ export class Supervisor extends EventEmitter {
       const fatal = diagnoseFatal(this.recentStderr.join('\n'));
       if (fatal) return this.fatal(fatal);
       const tail = this.recentStderr.slice(-5).join(' | ');
-      log.warn(`${command} ${how} after ${(ranMs / 1000).toFixed(1)} s; restarting in ${this.backoff} ms${tail ? `; last stderr: ${tail}` : ''}`);
+      log.warn(`${this.options.label}: ${command} ${how} after ${(ranMs / 1000).toFixed(1)} s; restarting in ${this.backoff} ms${tail ? `; last stderr: ${tail}` : ''}`);
       this.restarts++;
       this.restartTimer = setTimeout(() => this.launch(), this.backoff);
       if (!this.delivered) this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs);
@@ -110,7 +113,7 @@ export class Supervisor extends EventEmitter {
     if (!text) return;
     this.recentStderr.push(text);
     if (this.recentStderr.length > this.options.stderrLines) this.recentStderr.shift();
-    log.debug(`gst: ${text}`);
+    log.debug(`${this.options.label}: gst: ${text}`);
   }
 
   private fatal(message: string): void {

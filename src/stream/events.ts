@@ -1,4 +1,5 @@
 import type { InitSegment } from '../normalizer/init-segment.js';
+import type { CloseReason } from '../protocol.js';
 
 /**
  * The stage contract. A `Stream` publishes one complete, ordered sequence of these
@@ -28,7 +29,7 @@ export interface StreamSink {
   /** The producer has gone; held media has been flushed before this. */
   producerEnded(label: string): void;
   /** The stream is being removed (relay shutdown): release timers and connections. */
-  close(reason: string): void;
+  close(reason: CloseReason): void;
 }
 
 export interface VersionedInit {

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { encoderArgs, type EncoderSettings } from '../../src/source/pipeline.js';
+import type { EncoderSettings } from '../../src/config/options.js';
+import { encoderArgs } from '../../src/source/gst-args.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
 import { freePort, startRelay, waitFor, type RunningRelay } from './relay.js';
 

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { encoderArgs, type EncoderSettings } from '../../src/source/pipeline.js';
+import type { EncoderSettings } from '../../src/config/options.js';
+import { encoderArgs } from '../../src/source/gst-args.js';
 
 export const DEFAULT_ENCODER: EncoderSettings = {
   videoSource: 'videotestsrc is-live=true pattern=smpte horizontal-speed=4',

@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { Hub, type ViewerTransport } from '../../src/hub/hub.js';
+import { ViewerBudget } from '../../src/hub/viewers.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
+import type { VersionedInit } from '../../src/stream/events.js';
 
 /** A transport that keeps what it is sent, and reports a backlog the test sets. */
 class RecordingTransport implements ViewerTransport {
@@ -11,9 +13,9 @@ class RecordingTransport implements ViewerTransport {
   send(data: Buffer): void {
     this.received.push(data);
   }
-  sendInit(init: InitSegment, replacing: boolean): boolean {
+  sendInit(init: VersionedInit, replacing: boolean): boolean {
     if (replacing) return false;
-    this.received.push(init.bytes);
+    this.received.push(init.segment.bytes);
     return true;
   }
   close(reason: string): void {
@@ -28,19 +30,19 @@ const AV_INIT = { ...INIT, info: { ...INIT.info, tracks: [...INIT.info.tracks, {
 /** One video frame of `size` bytes; a keyframe starts its own cluster. */
 function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
   const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
-  if (keyframe) hub.cluster(Buffer.from('cluster'), 0, true);
-  hub.block([data], 1);
+  if (keyframe) hub.clusterStarted({ bytes: Buffer.from('cluster'), seq: 0, timecode: 0, keyframe: true });
+  hub.block({ parts: [data], track: 1, timecode: 0, keyframe, video: true, size });
   hub.flush();
   return data;
 }
 
 describe('hub', () => {
   let hub: Hub;
-  afterEach(() => hub.close('test over'));
+  afterEach(() => hub.close('shutdown'));
 
   it('joins a new viewer at the latest keyframe with the whole GOP since', () => {
     hub = new Hub();
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     frame(hub, 100, true);
     frame(hub, 10, false);
     frame(hub, 10, false);
@@ -51,7 +53,7 @@ describe('hub', () => {
 
   it('keeps at most maxGopBytes for joiners; past it they wait for the next keyframe', () => {
     hub = new Hub({ maxGopBytes: 1000 });
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     frame(hub, 500, true);
     for (let i = 0; i < 10; i++) frame(hub, 100, false);
     const late = new RecordingTransport();
@@ -65,7 +67,7 @@ describe('hub', () => {
 
   it('a viewer past maxQueueBytes skips whole chunks and resumes at a keyframe once drained', () => {
     hub = new Hub({ maxQueueBytes: 1000 });
-    hub.init(INIT);
+    hub.initChanged({ segment: INIT, version: 1 });
     const slow = new RecordingTransport();
     hub.add(slow);
     frame(hub, 100, true);
@@ -83,11 +85,11 @@ describe('hub', () => {
 
   it('audio waiting for video leaves with the next keyframe in one write; joiners start at the keyframe', () => {
     hub = new Hub({ join: 'next-keyframe' });
-    hub.init(AV_INIT);
+    hub.initChanged({ segment: AV_INIT, version: 1 });
     const live = new RecordingTransport();
     hub.add(live);
     frame(hub, 100, true);
-    hub.block([Buffer.from('audio')], 2);
+    hub.block({ parts: [Buffer.from('audio')], track: 2, timecode: 0, keyframe: true, video: false, size: 5 });
     hub.flush();
     expect(live.received, 'lone audio waits for video').to.have.length(2);
     const waiting = new RecordingTransport();
@@ -104,5 +106,40 @@ describe('hub', () => {
     hub.add(joiner);
     expect(Buffer.concat(joiner.received).toString('latin1', 0, 4 + 7)).to.equal('initcluster');
     expect(Buffer.concat(joiner.received).length).to.equal(4 + 7 + 200);
+  });
+
+  it('recover disconnect: a viewer past maxQueueBytes is closed as too slow, the others go on', () => {
+    hub = new Hub({ maxQueueBytes: 1000, recover: 'disconnect' });
+    hub.initChanged({ segment: INIT, version: 1 });
+    const slow = new RecordingTransport();
+    const fine = new RecordingTransport();
+    hub.add(slow);
+    hub.add(fine);
+    frame(hub, 100, true);
+    slow.pendingBytes = 5000;
+    frame(hub, 10, false);
+    expect(slow.closed).to.equal('tooSlow');
+    expect(hub.stats()).to.include({ slowDisconnects: 1, skips: 0, connections: 1 });
+    frame(hub, 10, false);
+    expect(fine.received.map((b) => b.length)).to.deep.equal([4, 7 + 100, 10, 10]);
+  });
+
+  it('viewer limits: the stream\'s own and the relay\'s budget shared by every stream', () => {
+    const budget = new ViewerBudget(3);
+    hub = new Hub({ maxViewers: 2 }, budget);
+    const other = new Hub({ maxViewers: 10 }, budget);
+    try {
+      const a = hub.add(new RecordingTransport());
+      expect(hub.add(new RecordingTransport())).to.not.equal(null);
+      expect(hub.add(new RecordingTransport()), 'the stream is full').to.equal(null);
+      expect(other.add(new RecordingTransport()), 'the relay has room for one more').to.not.equal(null);
+      expect(other.add(new RecordingTransport()), 'the relay is full').to.equal(null);
+      hub.remove(a!);
+      expect(other.add(new RecordingTransport()), 'a viewer left').to.not.equal(null);
+      expect(hub.stats().rejected + other.stats().rejected).to.equal(2);
+      expect(budget.used).to.equal(3);
+    } finally {
+      other.close('shutdown');
+    }
   });
 });

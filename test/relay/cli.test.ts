@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
-import { OPTIONS } from '../../src/config.js';
+import { OPTIONS } from '../../src/config/options.js';
 import { HttpViewer, WsViewer, alive, gstChildren, waitStats } from '../helpers/faults.js';
 import { CLI, capture, startRelay, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { shutdown, sleep } from '../helpers/viewers.js';

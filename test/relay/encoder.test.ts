@@ -112,9 +112,9 @@ describe('relay: encoder mode, default arguments', function () {
       const text = await metrics.text();
       expect(text).to.match(/^# HELP webm_relay_viewers /m);
       expect(text).to.match(/^# TYPE webm_relay_viewers gauge$/m);
-      expect(text).to.match(/^webm_relay_viewers\{transport="http"\} 1$/m);
-      expect(text).to.match(/^webm_relay_viewers\{transport="ws"\} 0$/m);
-      expect(text).to.match(/^webm_relay_live 1$/m);
+      expect(text).to.match(/^webm_relay_viewers\{stream="live",transport="http"\} 1$/m);
+      expect(text).to.match(/^webm_relay_viewers\{stream="live",transport="ws"\} 0$/m);
+      expect(text).to.match(/^webm_relay_live\{stream="live"\} 1$/m);
       // Every sample line is `name{labels} value`.
       for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) {
         expect(line).to.match(/^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+-]+$|^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? (NaN|[+-]Inf)$/);

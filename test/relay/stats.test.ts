@@ -34,6 +34,6 @@ describe('viewer counting', function () {
     expect(watching).to.deep.include({ viewers: 3, connections: 3 });
     expect(watching.viewersByTransport).to.deep.equal({ http: 3, ws: 0 });
     const metrics = await (await fetch(`${relay.url}/metrics`)).text();
-    expect(metrics).to.match(/^webm_relay_connections 3$/m);
+    expect(metrics).to.match(/^webm_relay_connections\{stream="live"\} 3$/m);
   });
 });

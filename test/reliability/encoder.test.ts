@@ -109,14 +109,14 @@ describe('reliability: encoder faults', function () {
     for (const k of kills) expect(alive(k.killed), `killed encoder ${k.killed} still alive`).to.equal(false);
 
     const log = relay.log();
-    const died = logLines(log, /\[encoder\] gst-launch-1\.0 killed by SIGKILL/);
+    const died = logLines(log, /\[encoder\] live: gst-launch-1\.0 killed by SIGKILL/);
     expect(died, log).to.have.length(5);
     kills.forEach((k, i) => {
       // The tail of that process' own stderr (GST_DEBUG lines carry its pid) is in the line.
       expect(died[i]).to.match(/last stderr: .*initialized GStreamer successfully/);
       expect(died[i]).to.include(` ${k.killed} `);
     });
-    expect(logLines(log, /\[encoder\] started gst-launch-1\.0/)).to.have.length(6);
+    expect(logLines(log, /\[encoder\] live: started gst-launch-1\.0/)).to.have.length(6);
   });
 
   it('keeps an HTTP viewer connected across five encoder kills with one header, clean decode and monotonic timestamps', async () => {
@@ -220,7 +220,7 @@ describe('reliability: encoder faults', function () {
     const errors = logLines(log, / error /);
     expect(errors, log).to.have.length(1);
     expect(errors[0]).to.include('no element "nosuchsrc"');
-    expect(logLines(log, /\[encoder\] started /).length, 'restart loop').to.be.at.most(1);
+    expect(logLines(log, /\[encoder\] live: started /).length, 'restart loop').to.be.at.most(1);
     expect(logLines(log, /restarting in/), 'restart loop').to.have.length(0);
   });
 
@@ -241,7 +241,7 @@ describe('reliability: encoder faults', function () {
   });
 
   it('SIGTERM while still starting (100-300 ms after spawn, and at each start-up log line): exits and leaves no gst-launch-1.0 behind', async () => {
-    const cases: (number | RegExp)[] = [100, 150, 200, 250, 300, /serving http/, /\[relay\] encoder: /, /started gst-launch-1\.0/];
+    const cases: (number | RegExp)[] = [100, 150, 200, 250, 300, /serving http/, /\[ingest\] live: encoder: /, /started gst-launch-1\.0/];
     const outcomes: string[] = [];
     for (const when of cases) {
       raw = spawnRelay(SMALL);

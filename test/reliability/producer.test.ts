@@ -163,7 +163,7 @@ describe('reliability: producer faults', function () {
     expect(streamShape(body).headers).to.equal(1);
     expect(ffmpegErrors(body)).to.deep.equal([]);
     expect(ws.streamMessages()[0].mimeType).to.include('vp8');
-    expect(logLines(relay.log(), /\[ingest\] http 127\.0\.0\.1:\d+: producer connected/)).to.have.length(1);
+    expect(logLines(relay.log(), /\[ingest\] live: http 127\.0\.0\.1:\d+: producer connected/)).to.have.length(1);
   });
 
   it('refuses a non-loopback --ingest tcp://0.0.0.0:9 at start-up with exit code 2', async () => {

@@ -17,7 +17,7 @@ describe('WebSocket transport', () => {
     server = http.createServer();
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
     transport = new Promise((resolve) =>
-      server.on('upgrade', (req, socket: Socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketTransport(ws, socket)))),
+      server.on('upgrade', (req, socket: Socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketTransport('live', ws, socket)))),
     );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   });
@@ -36,7 +36,7 @@ describe('WebSocket transport', () => {
 
     const sizes = [1, 125, 126, 127, 1000, 65535, 65536, 200_000];
     const sent = sizes.map((size, i) => Buffer.alloc(size, i + 1));
-    viewer.sendInit({ bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } } as never);
+    viewer.sendInit({ segment: { bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } }, version: 1 } as never);
     for (const data of sent) {
       viewer.send(data);
       client.ping();
@@ -54,7 +54,7 @@ describe('WebSocket transport', () => {
     expect(media.map((m) => m.data.length)).to.deep.equal([...sizes, sizes[2]]);
     media.forEach((m, i) => expect(m.data.equals(i < sent.length ? sent[i] : sent[2]), `message ${i}`).to.equal(true));
 
-    viewer.close('test over');
+    viewer.close('shutdown');
     const code = await new Promise((resolve) => client.once('close', resolve));
     expect(code).to.equal(1001);
     viewer.send(Buffer.from('after close'));

@@ -1,18 +1,6 @@
-import { sourceTokens, type Config } from '../config.js';
+import { sourceTokens, type EncoderSettings } from '../config/options.js';
 
-export type EncoderSettings = Pick<
-  Config,
-  | 'videoSource'
-  | 'audioSource'
-  | 'width'
-  | 'height'
-  | 'framerate'
-  | 'videoBitrateKbps'
-  | 'audioBitrateKbps'
-  | 'keyframeIntervalS'
-  | 'videoCodec'
-  | 'audioCodec'
->;
+export type { EncoderSettings };
 
 /**
  * The gst-launch-1.0 argument vector that encodes the sources into live WebM and
@@ -35,7 +23,7 @@ export function encoderArgs(settings: EncoderSettings, ingestPort: number): stri
   ];
   const args = [
     '-e',
-    ...sourceTokens('video-source', settings.videoSource),
+    ...sourceTokens('--video-source', settings.videoSource),
     '!', 'videoconvert', '!', 'videoscale', '!', 'videorate',
     '!', `video/x-raw,width=${settings.width},height=${settings.height},framerate=${settings.framerate}/1`,
     '!', 'queue', 'max-size-buffers=2', 'leaky=downstream',
@@ -50,7 +38,7 @@ export function encoderArgs(settings: EncoderSettings, ingestPort: number): stri
         ? ['opusenc', `bitrate=${settings.audioBitrateKbps * 1000}`]
         : ['vorbisenc', `bitrate=${settings.audioBitrateKbps * 1000}`];
     args.push(
-      ...sourceTokens('audio-source', settings.audioSource),
+      ...sourceTokens('--audio-source', settings.audioSource),
       '!', 'audioconvert', '!', 'audioresample',
       '!', 'queue', 'max-size-time=200000000', 'leaky=downstream',
       // What the leaky queue dropped on a busy machine comes back as silence: a gap in the
