@@ -7,6 +7,7 @@ import { WebmSplitter, type WebmBlock, type WebmHeader } from '../../src/webm/sp
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import { ffmpegArgs, gstWebm, mediaDir } from '../helpers/media.js';
 import { recordEncoder } from '../helpers/record.js';
+import { IDS, cluster, ebmlHeader, el, info, simpleBlock, stringEl, uintEl, unknownEl } from '../helpers/ebml-builder.js';
 import { ffmpegErrors } from '../helpers/relay.js';
 
 interface Parsed {
@@ -123,14 +124,17 @@ describe('normalizer: frame durations and keyframe flags', function () {
         `a frame leaves ${meanHold.toFixed(1)} ms of stream time after it is due, ${unheld.toFixed(1)} ms without holding ` +
         `(cost ${(meanHold - unheld).toFixed(1)} ms, frame interval ${frameInterval.toFixed(1)} ms); stats ${JSON.stringify(normalizer.stats)}`,
     );
-    expect(gaps.holes, 'frames whose duration does not reach the next').to.deep.equal([]);
+    // A frame more than maxFrameHoldMs (1 s) before the next (a starved encoder on a very
+    // busy machine) leaves with the time waited as its duration: the promise ends there.
+    const overlong = gaps.holes.filter((h) => Number(/next frame (\d+) later/.exec(h)![1]) > 1000);
+    expect(gaps.holes.filter((h) => !overlong.includes(h)), 'frames whose duration does not reach the next').to.deep.equal([]);
     expect(gaps.withDuration).to.equal(gaps.frames - 1);
     expect(result.blocks.filter((b) => b.track === 1).every((b) => b.kind === 'group')).to.equal(true);
     const firstKeyframe = keyframeTimes(input.blocks)[0];
     expect(keyframeTimes(result.blocks)).to.deep.equal(keyframeTimes(input.blocks).filter((t) => t >= firstKeyframe));
     // The latency it costs: a frame waits for the next one, about one frame interval.
     expect(meanHold - unheld).to.be.within(0, 1.5 * frameInterval);
-    expect(normalizer.stats.guessedDurations, 'only the last frame, at the end of the stream').to.equal(1);
+    expect(normalizer.stats.guessedDurations, 'the last frame, at the end of the stream, and the overlong waits').to.equal(1 + overlong.length);
     expect(ffmpegErrors(output)).to.deep.equal([]);
   });
 
@@ -166,6 +170,21 @@ describe('normalizer: frame durations and keyframe flags', function () {
     const [second] = parse(Buffer.concat([init, clusterBytes(out)])).blocks.slice(1);
     expect(second.duration).to.be.within(140, 400);
     normalizer.flush();
+  });
+
+  it("a video track's AlphaMode is left out: frames go out without the BlockAdditions that carry alpha", () => {
+    const ALPHA_MODE = 0x53c0;
+    const video = el(IDS.Video, [uintEl(IDS.PixelWidth, 640), uintEl(IDS.PixelHeight, 480), uintEl(ALPHA_MODE, 1)]);
+    const entry = el(IDS.TrackEntry, [uintEl(IDS.TrackNumber, 1), uintEl(IDS.TrackType, 1), stringEl(IDS.CodecID, 'V_VP8'), video]);
+    const producer = Buffer.concat([
+      ebmlHeader(), unknownEl(IDS.Segment, 8), info(), el(IDS.Tracks, [entry]),
+      cluster(0, [simpleBlock({ track: 1, relative: 0, keyframe: true }), simpleBlock({ track: 1, relative: 50 })]),
+    ]);
+    expect(producer.indexOf(Buffer.from([0x53, 0xc0, 0x81, 0x01]))).to.be.greaterThan(0);
+    const { output } = normalize(producer);
+    const header = parse(output).headers[0];
+    expect(output.indexOf(Buffer.from([0x53, 0xc0])), 'AlphaMode in the output').to.equal(-1);
+    expect(header.info.tracks[0]).to.include({ width: 640, height: 480, codecId: 'V_VP8' });
   });
 
   for (const audioCodec of ['opus', 'vorbis'] as const) {
