@@ -166,6 +166,10 @@ export class Stream {
       const event = { parts, track, timecode, keyframe, video: this.videoTracks.has(track), size };
       for (const sink of this.sinks) sink.block(event);
     },
+    // A video frame the normalizer held for its successor and let go by its timer, outside an ingest read.
+    flush: () => {
+      for (const sink of this.sinks) sink.flush();
+    },
   };
 
   /** Opens the stream's producer side: binds its ingest port, spawns its encoder, starts pulling. */
