@@ -58,5 +58,7 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   counter('segment_requests_total', 'Segment requests answered with a segment (a cache in front makes this one per segment)', (s) => s.segments.requests.segment);
   counter('segment_index_requests_total', 'index.json requests', (s) => s.segments.requests.index);
   counter('segment_not_found_total', 'Segment URLs answered 404 (junk, too far ahead, out of the window, old epoch)', (s) => s.segments.requests.notFound);
+  counter('upstream_read_timeouts_total', 'Edge: upstream connections dropped for sending nothing for --upstream-timeout', (s) => s.upstream?.readTimeouts ?? 0);
+  counter('upstream_connects_total', 'Edge: connections to the upstream that delivered a stream', (s) => s.upstream?.connects ?? 0);
   return registry;
 }

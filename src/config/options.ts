@@ -41,6 +41,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'stall-timeout', value: 'S', default: '10', scope: 'stream', help: 'disconnect a viewer that has read nothing for this long' },
   { name: 'producer-grace', value: 'S', default: '30', scope: 'stream', help: 'keep viewers this long after the producer stops' },
   { name: 'segment-window', value: 'S', default: '60', scope: 'stream', help: 'seconds of segments kept in memory for HTTP caches (/NAME/index.json, /NAME/EPOCH/SEQ.webm)' },
+  { name: 'upstream-timeout', value: 'S', default: '3', scope: 'stream', help: 'edge (--ingest http://...): reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
+  { name: 'drain', value: 'S', default: '5', scope: 'relay', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', scope: 'stream', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', scope: 'relay', help: 'largest message accepted from a WebSocket client' },
@@ -97,6 +99,8 @@ export interface StreamLimits {
   producerGraceMs: number;
   /** Seconds of complete segments the segmenter keeps. */
   segmentWindowS: number;
+  /** Edge: an upstream silent this long is dropped and pulled again. */
+  upstreamTimeoutMs: number;
   maxHeaderBytes: number;
   maxElementBytes: number;
 }
@@ -129,6 +133,8 @@ export interface RelayConfig {
   wsMaxPayloadBytes: number;
   gstLaunch: string;
   publicDir: string;
+  /** On SIGTERM: /healthz fails and the listener closes at once; viewers are closed after this long. */
+  drainMs: number;
   streams: StreamConfig[];
 }
 
@@ -226,6 +232,7 @@ export function readLimits(get: Lookup): StreamLimits {
     stallTimeoutMs: decimal(where('stall-timeout'), value('stall-timeout'), 0.5, 3600) * 1000,
     producerGraceMs: decimal(where('producer-grace'), value('producer-grace'), 0, 3600) * 1000,
     segmentWindowS: decimal(where('segment-window'), value('segment-window'), 1, 3600),
+    upstreamTimeoutMs: decimal(where('upstream-timeout'), value('upstream-timeout'), 0.5, 3600) * 1000,
     maxHeaderBytes: bytes(where('max-header-size'), value('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes(where('max-element-size'), value('max-element-size'), 64 << 10, 256 << 20),
   };
@@ -241,6 +248,7 @@ export function readRelaySettings(get: Lookup): Omit<RelayConfig, 'streams'> {
     wsMaxPayloadBytes: bytes(where('ws-max-payload'), value('ws-max-payload'), 64, 1 << 20),
     gstLaunch: value('gst-launch'),
     publicDir: value('public-dir'),
+    drainMs: decimal(where('drain'), value('drain'), 0, 3600) * 1000,
   };
 }
 
