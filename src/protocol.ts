@@ -3,6 +3,7 @@
  * API. Defined once here; the player (public/js) refers to them through JSDoc
  * `import('../../src/protocol.js')` types. Changing one is changing the protocol.
  */
+import type { NormalizerStats } from './normalizer/normalizer.js';
 
 /** A track as the player is told about it. */
 export interface TrackDescription {
@@ -115,14 +116,8 @@ export interface StreamStats {
     rejected: number;
     bytesIn: number;
   };
-  normalizer: {
-    blocks: number;
-    clusters: number;
-    reordered: number;
-    clamped: number;
-    dropped: number;
-    seamlessRestarts: number;
-  };
+  /** What the normalizer had to change in the producer's stream (src/normalizer/normalizer.ts). */
+  normalizer: NormalizerStats;
   encoder: { pid: number | null; restarts: number } | null;
   encoderRestarts: number;
 }

@@ -1,12 +1,17 @@
-// Transport: the WebSocket /live and its protocol. Knows nothing about media.
+// Transport: a stream's WebSocket (/NAME) and its protocol. Knows nothing about media.
 //
-// The relay sends, on every connection and again whenever the producer changes settings:
-//   text   {"type":"stream","mimeType":...,"tracks":[...]}
+// The protocol is defined once, in src/protocol.ts. The relay sends, on every
+// connection and again whenever the producer changes tracks:
+//   text   StreamMessage {"type":"stream","name":...,"mimeType":...,"tracks":[...],"version":N}
 //   binary init segment (EBML header, Segment, Info, Tracks)
 // then binary media messages (WebM Clusters, the first starting at a video keyframe).
-// We may send {"type":"ping"} and get {"type":"pong","viewers":N}.
+// We may send PingMessage {"type":"ping"} and get PongMessage {"type":"pong","viewers":N}.
 
-/** WebSocket close code the relay uses when it already serves its maximum of viewers. */
+/** @typedef {import('../../src/protocol.js').StreamMessage} StreamMessage */
+/** @typedef {import('../../src/protocol.js').PongMessage} PongMessage */
+/** @typedef {import('../../src/protocol.js').PingMessage} PingMessage */
+
+/** src/protocol.ts CLOSE_REASONS.full.ws: the relay already serves its maximum of viewers. */
 export const CLOSE_TOO_MANY_VIEWERS = 1013;
 
 const DEFAULTS = {
@@ -23,13 +28,13 @@ const DEFAULTS = {
 
 export class LiveTransport {
   /**
-   * @param {string} url ws:// or wss:// URL of /live
+   * @param {string} url ws:// or wss:// URL of the stream's WebSocket, /NAME
    * @param {{
    *   onOpen?: () => void,
-   *   onStream: (description: any) => void,
+   *   onStream: (description: StreamMessage) => void,
    *   onInit: (bytes: ArrayBuffer) => void,
    *   onMedia: (bytes: ArrayBuffer) => void,
-   *   onPong?: (message: any) => void,
+   *   onPong?: (message: PongMessage) => void,
    *   onClose?: (info: { code: number, reason: string, retryInMs: number }) => void,
    * }} handlers
    * @param {Partial<typeof DEFAULTS>} options
@@ -80,7 +85,7 @@ export class LiveTransport {
     else this.connect();
   }
 
-  /** @param {any} message */
+  /** @param {PingMessage} message */
   send(message) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }

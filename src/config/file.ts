@@ -37,7 +37,8 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
     throw new ConfigError(`--config ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
   }
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  // Duplicate keys are found below, where the key's own line and path can be named.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
   if (doc.errors.length > 0) {
     const error = doc.errors[0];
     const line = error.linePos?.[0].line ?? lines.linePos(error.pos[0]).line;
@@ -57,6 +58,7 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
       if (!known.has(key)) {
         throw new ConfigError(`${at(keyNode, keyPath)}: unknown key (known here: ${[...known].join(', ')})`);
       }
+      if (out.has(key)) throw new ConfigError(`${at(keyNode, keyPath)}: set twice (first on line ${lines.linePos(out.get(key)!.keyNode.range![0]).line})`);
       out.set(key, { node: pair.value as Node | null, keyNode });
     }
     return out;
@@ -87,11 +89,15 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
   }
   const streams: StreamConfig[] = [];
   const listenPorts = new Map<number, string>();
+  const names = new Map<string, Node>();
   for (const pair of streamsEntry.node.items) {
     const keyNode = pair.key as Node;
     const name = isScalar(keyNode) ? String(keyNode.value) : '';
     const path = `streams.${name}`;
     checkStreamName(at(keyNode, path), name);
+    const first = names.get(name);
+    if (first) throw new ConfigError(`${at(keyNode, path)}: a second stream named "${name}" (the first is on line ${lines.linePos(first.range![0]).line})`);
+    names.set(name, keyNode);
     const body = pair.value as Node | null;
     if (!isMap(body)) throw new ConfigError(`${at(body ?? keyNode, path)} must be a map with one producer (${PRODUCER_KEYS.join(', ')})`);
     const values = entries(body, path, STREAM_KEYS);

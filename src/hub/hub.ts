@@ -1,10 +1,10 @@
 import { DEFAULT_LIMITS } from '../config/options.js';
-import type { CloseReason } from '../protocol.js';
+import type { CloseReason, StreamStats } from '../protocol.js';
 import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../stream/events.js';
 import { Batcher, type MediaChunk } from './batcher.js';
 import { GopCache } from './gop-cache.js';
 import { RateMeter } from './rate-meter.js';
-import { ViewerBudget, ViewerSet, type Viewer, type ViewerPolicy, type ViewerTransport } from './viewers.js';
+import { ViewerBudget, ViewerSet, type Viewer, type ViewerCounters, type ViewerPolicy, type ViewerTransport } from './viewers.js';
 
 export type { Viewer, ViewerTransport } from './viewers.js';
 
@@ -28,22 +28,11 @@ export const DEFAULT_HUB_OPTIONS: HubOptions = {
   maxGopBytes: 32 << 20,
 };
 
-export interface HubStats {
-  viewers: number;
-  connections: number;
-  viewersByTransport: { http: number; ws: number };
-  live: boolean;
-  bitrate: number;
-  clusters: number;
-  keyframeClusters: number;
-  bytesOut: number;
-  joins: number;
-  rejected: number;
-  skips: number;
-  slowDisconnects: number;
-  stallDisconnects: number;
-  initSegments: number;
-}
+/** What the hub knows of a stream's stats (src/protocol.ts defines them). */
+export type HubStats = Pick<
+  StreamStats,
+  'viewers' | 'connections' | 'viewersByTransport' | 'live' | 'bitrate' | 'clusters' | 'keyframeClusters' | 'initSegments' | keyof ViewerCounters
+>;
 
 /**
  * The viewers' sink of a stream: holds the init segment, gathers the stream into

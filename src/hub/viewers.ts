@@ -1,5 +1,5 @@
 import type { JoinPolicy, RecoverPolicy } from '../config/options.js';
-import type { CloseReason } from '../protocol.js';
+import type { CloseReason, StreamStats } from '../protocol.js';
 import type { VersionedInit } from '../stream/events.js';
 import type { MediaChunk } from './batcher.js';
 
@@ -51,14 +51,7 @@ export interface Viewer {
   lastPending: number;
 }
 
-export interface ViewerCounters {
-  bytesOut: number;
-  joins: number;
-  rejected: number;
-  skips: number;
-  slowDisconnects: number;
-  stallDisconnects: number;
-}
+export type ViewerCounters = Pick<StreamStats, 'bytesOut' | 'joins' | 'rejected' | 'skips' | 'slowDisconnects' | 'stallDisconnects'>;
 
 /**
  * One stream's viewers and the policies that decide what each is sent: admission

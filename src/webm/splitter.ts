@@ -1,3 +1,4 @@
+import { DEFAULT_LIMITS } from '../config/options.js';
 import { ChunkQueue, joinParts } from './chunk-queue.js';
 import { ID, LEVEL1_IDS } from './ids.js';
 import {
@@ -96,9 +97,10 @@ export interface SplitterLimits {
   maxElementSize: number;
 }
 
+/** The relay's defaults (--max-header-size, --max-element-size), for splitters made without limits. */
 export const DEFAULT_SPLITTER_LIMITS: SplitterLimits = {
-  maxHeaderSize: 1 << 20,
-  maxElementSize: 16 << 20,
+  maxHeaderSize: DEFAULT_LIMITS.maxHeaderBytes,
+  maxElementSize: DEFAULT_LIMITS.maxElementBytes,
 };
 
 const enum State {

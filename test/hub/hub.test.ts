@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { Hub, type ViewerTransport } from '../../src/hub/hub.js';
+import { ViewerBudget } from '../../src/hub/viewers.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import type { VersionedInit } from '../../src/stream/events.js';
 
@@ -105,5 +106,40 @@ describe('hub', () => {
     hub.add(joiner);
     expect(Buffer.concat(joiner.received).toString('latin1', 0, 4 + 7)).to.equal('initcluster');
     expect(Buffer.concat(joiner.received).length).to.equal(4 + 7 + 200);
+  });
+
+  it('recover disconnect: a viewer past maxQueueBytes is closed as too slow, the others go on', () => {
+    hub = new Hub({ maxQueueBytes: 1000, recover: 'disconnect' });
+    hub.initChanged({ segment: INIT, version: 1 });
+    const slow = new RecordingTransport();
+    const fine = new RecordingTransport();
+    hub.add(slow);
+    hub.add(fine);
+    frame(hub, 100, true);
+    slow.pendingBytes = 5000;
+    frame(hub, 10, false);
+    expect(slow.closed).to.equal('tooSlow');
+    expect(hub.stats()).to.include({ slowDisconnects: 1, skips: 0, connections: 1 });
+    frame(hub, 10, false);
+    expect(fine.received.map((b) => b.length)).to.deep.equal([4, 7 + 100, 10, 10]);
+  });
+
+  it('viewer limits: the stream\'s own and the relay\'s budget shared by every stream', () => {
+    const budget = new ViewerBudget(3);
+    hub = new Hub({ maxViewers: 2 }, budget);
+    const other = new Hub({ maxViewers: 10 }, budget);
+    try {
+      const a = hub.add(new RecordingTransport());
+      expect(hub.add(new RecordingTransport())).to.not.equal(null);
+      expect(hub.add(new RecordingTransport()), 'the stream is full').to.equal(null);
+      expect(other.add(new RecordingTransport()), 'the relay has room for one more').to.not.equal(null);
+      expect(other.add(new RecordingTransport()), 'the relay is full').to.equal(null);
+      hub.remove(a!);
+      expect(other.add(new RecordingTransport()), 'a viewer left').to.not.equal(null);
+      expect(hub.stats().rejected + other.stats().rejected).to.equal(2);
+      expect(budget.used).to.equal(3);
+    } finally {
+      other.close('shutdown');
+    }
   });
 });

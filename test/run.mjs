@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+// `npm test`: every test folder under dist/test, run as separate mocha processes,
+// TEST_JOBS at a time (default 3), the longest first, so that the suites that wait
+// on real time (browsers, proxies, encoders) overlap. Each folder's output is
+// printed whole when it ends, never interleaved; the last line totals them all.
+//
+//   npm test                      every folder
+//   npm test -- relay streams     only these folders
+//   TEST_JOBS=1 npm test          one after another
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DIST = path.join(ROOT, 'dist/test');
+/** Rough wall times in this order, longest first; folders not listed go last. */
+const LONGEST_FIRST = ['engines', 'proxies', 'browser', 'reliability', 'segments', 'streams', 'relay', 'webm'];
+
+const wanted = process.argv.slice(2);
+const folders = fs
+  .readdirSync(DIST, { withFileTypes: true })
+  .filter((e) => e.isDirectory() && e.name !== 'helpers')
+  .map((e) => e.name)
+  .filter((name) => fs.readdirSync(path.join(DIST, name), { recursive: true }).some((f) => String(f).endsWith('.test.js')))
+  .filter((name) => wanted.length === 0 || wanted.includes(name))
+  .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+for (const name of wanted) if (!folders.includes(name)) console.error(`test: no test folder dist/test/${name}`);
+if (folders.length === 0 || folders.length < wanted.length) process.exit(2);
+
+function rank(name) {
+  const at = LONGEST_FIRST.indexOf(name);
+  return at < 0 ? LONGEST_FIRST.length : at;
+}
+
+const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 3));
+const totals = { passed: 0, failed: 0, skipped: 0 };
+const failedFolders = [];
+const started = Date.now();
+const mocha = path.join(ROOT, 'node_modules/mocha/bin/mocha.js');
+
+function runFolder(name) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(process.execPath, [mocha, `dist/test/${name}/**/*.test.js`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('close', (code, signal) => {
+      const seconds = ((Date.now() - t0) / 1000).toFixed(0);
+      const last = /tests: (\d+) passed, (\d+) failed, (\d+) skipped\s*$/.exec(output);
+      process.stdout.write(`\n===== ${name} (${seconds} s, exit ${code ?? signal}) =====\n${output.replace(/^tests: .*\n?$/m, '')}`);
+      if (last) {
+        totals.passed += Number(last[1]);
+        totals.failed += Number(last[2]);
+        totals.skipped += Number(last[3]);
+      }
+      if (code !== 0 || !last) {
+        failedFolders.push(name);
+        if (!last) totals.failed++;
+      }
+      resolve();
+    });
+  });
+}
+
+const queue = [...folders];
+await Promise.all(
+  Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    while (queue.length > 0) await runFolder(queue.shift());
+  }),
+);
+const minutes = ((Date.now() - started) / 60000).toFixed(1);
+if (failedFolders.length > 0) console.log(`\nfailed in: ${failedFolders.join(', ')}`);
+console.log(`\n${folders.length} folders, ${jobs} at a time, ${minutes} min`);
+console.log(`tests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+process.exit(failedFolders.length > 0 ? 1 : 0);
