@@ -45,7 +45,11 @@ export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: '
 export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
   const { process: child, log, exited } = spawnRelay(args, env, 'pipe');
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start within 10 s:\n${log()}`)), 10_000);
+    // A relay that does not start is killed: left running, it would outlive the test process.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`relay did not start within 20 s:\n${log()}`));
+    }, 20_000);
     const onData = () => {
       const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log());
       if (match) {
