@@ -20,6 +20,12 @@ const DEFAULTS = {
    */
   startWindowMs: 3000,
   startSlack: 0.3,
+  /**
+   * A seek that has not completed after this long is given up for the live edge: a seek into
+   * a scrap of buffer between two holes (where an overloaded encoder dropped frames) can wait
+   * for data that never comes, and the picture would stay frozen for good.
+   */
+  maxSeekMs: 1500,
 };
 
 export class LatencyController {
@@ -32,6 +38,8 @@ export class LatencyController {
     this.startedAt = -Infinity;
     /** currentTime at the previous tick: unchanged while playing means stuck. */
     this.lastTime = -1;
+    /** When the seek in progress was first seen, or null. */
+    this.seekingSince = null;
   }
 
   /** Playback (re)started now: see startWindowMs. */
@@ -62,9 +70,19 @@ export class LatencyController {
   tick() {
     const video = this.video;
     const ranges = video.buffered;
-    if (ranges.length === 0 || video.seeking) return;
+    if (ranges.length === 0) return;
     const now = video.currentTime;
     const { targetLatency, maxLatency, maxRate, tolerance, rampSeconds } = this.options;
+    if (video.seeking) {
+      const since = (this.seekingSince ??= performance.now());
+      if (performance.now() - since < this.options.maxSeekMs) return;
+      this.seekingSince = null;
+      this.jumps++;
+      this.setRate(1);
+      video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - targetLatency);
+      return;
+    }
+    this.seekingSince = null;
 
     // In a hole, before the first range, or stuck at the end of a range with more after it:
     // go to the next range that starts ahead.
