@@ -157,7 +157,7 @@ describe('streams: isolation and viewer limits', function () {
     const detail = JSON.stringify({ videoAtFault, videoAfter, player, pageErrors });
     expect(videoAfter.error, detail).to.equal(null);
     expect(videoAfter.currentTime - videoAtFault.currentTime, detail).to.be.at.least((faultMs / 1000) * 0.5);
-    expect(videoAfter.decodedFrames - videoAtFault.decodedFrames, detail).to.be.at.least(5);
+    expect(videoAfter.decodedFrames - videoAtFault.decodedFrames, detail).to.be.at.least(3);
     expect(player.reconnects, detail).to.equal(0);
     expect(player.mediaErrors, detail).to.equal(0);
     console.log(`      ${(faultMs / 1000).toFixed(1)} s of faults on stage: ${report.join('; ')}; Chromium played ${(videoAfter.currentTime - videoAtFault.currentTime).toFixed(1)} s`);
