@@ -21,9 +21,11 @@ const DEFAULTS = {
   startWindowMs: 3000,
   startSlack: 0.3,
   /**
-   * A seek that has not completed after this long is given up for the live edge: a seek into
-   * a scrap of buffer between two holes (where an overloaded encoder dropped frames) can wait
-   * for data that never comes, and the picture would stay frozen for good.
+   * A seek that has not completed after this long, with the live edge more than maxLatency
+   * ahead, is given up for the live edge: a seek into a scrap of buffer between two holes
+   * (where an overloaded encoder dropped frames) can wait for data that never comes, and the
+   * picture would stay frozen for good. Doubles after each give-up (a slow machine's seeks
+   * are slow, not stuck), back to this once a seek completes.
    */
   maxSeekMs: 1500,
 };
@@ -40,6 +42,7 @@ export class LatencyController {
     this.lastTime = -1;
     /** When the seek in progress was first seen, or null. */
     this.seekingSince = null;
+    this.seekPatienceMs = this.options.maxSeekMs;
   }
 
   /** Playback (re)started now: see startWindowMs. */
@@ -75,13 +78,16 @@ export class LatencyController {
     const { targetLatency, maxLatency, maxRate, tolerance, rampSeconds } = this.options;
     if (video.seeking) {
       const since = (this.seekingSince ??= performance.now());
-      if (performance.now() - since < this.options.maxSeekMs) return;
+      const edge = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - targetLatency);
+      if (performance.now() - since < this.seekPatienceMs || edge - now < maxLatency) return;
       this.seekingSince = null;
+      this.seekPatienceMs = Math.min(this.seekPatienceMs * 2, 12_000);
       this.jumps++;
       this.setRate(1);
-      video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - targetLatency);
+      video.currentTime = edge;
       return;
     }
+    if (this.seekingSince !== null) this.seekPatienceMs = this.options.maxSeekMs;
     this.seekingSince = null;
 
     // In a hole, before the first range, or stuck at the end of a range with more after it:
