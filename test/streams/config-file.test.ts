@@ -54,7 +54,8 @@ const MISTAKES: [string, string, number, string, RegExp][] = [
 ];
 
 describe('streams: the config file through the real process', function () {
-  this.timeout(90_000);
+  // Thirteen starts of node, four at a time: seconds each on a loaded machine.
+  this.timeout(180_000);
   let relay: RunningRelay | null = null;
 
   after(async function () {

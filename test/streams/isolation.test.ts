@@ -13,12 +13,16 @@ import { capture, freePort, trimToCompleteBlocks, waitFor } from '../helpers/rel
 import { ffmpegTcpProducer, startConfigRelay, streamStats, waitListening, waitStreamsLive, type ConfigRelay } from '../helpers/streams.js';
 import { decodeErrors, parseStream, shutdown } from '../helpers/viewers.js';
 
-/** Bytes a viewer had received at each moment, to find where its stream paused. */
+/** A count of bytes sampled over time, to find where it stood still. */
 class ByteClock {
   readonly samples: { at: number; bytes: number }[] = [];
   private readonly timer: NodeJS.Timeout;
-  constructor(private readonly viewer: HttpViewer) {
-    this.timer = setInterval(() => this.samples.push({ at: Date.now(), bytes: this.viewer.bytes }), 100);
+  constructor(read: () => number | Promise<number>, everyMs = 100) {
+    this.timer = setInterval(async () => {
+      const at = Date.now();
+      const bytes = await read();
+      this.samples.push({ at, bytes });
+    }, everyMs);
   }
   stop(): void {
     clearInterval(this.timer);
@@ -27,7 +31,7 @@ class ByteClock {
     const at = (t: number) => [...this.samples].reverse().find((s) => s.at <= t)?.bytes ?? 0;
     return at(to) - at(from);
   }
-  /** The longest time between `from` and `to` during which no byte arrived, ms. */
+  /** The longest time between `from` and `to` during which the count did not move, ms. */
   longestPause(from: number, to: number): number {
     let longest = 0;
     let since = from;
@@ -86,7 +90,13 @@ describe('streams: isolation and viewer limits', function () {
     const cam = new HttpViewer(`${relayUrl}/cam.webm`);
     const ball = new HttpViewer(`${relayUrl}/ball.webm`);
     viewers.push(cam, ball);
-    const clocks = { cam: new ByteClock(cam), ball: new ByteClock(ball) };
+    // What each viewer gets, beside what its producer delivers: on a machine too busy for the
+    // encoders, a viewer's pause that its producer had too is not the relay's doing.
+    const clocks = { cam: new ByteClock(() => cam.bytes), ball: new ByteClock(() => ball.bytes) };
+    const ingest = {
+      cam: new ByteClock(async () => (await streamStats(relay!, 'cam')).ingest.bytesIn, 250),
+      ball: new ByteClock(async () => (await streamStats(relay!, 'ball')).ingest.bytesIn, 250),
+    };
     browser = await launchBrowser();
     const page: Page = await (await browser.newContext({ viewport: { width: 640, height: 400 } })).newPage();
     const pageErrors = watchErrors(page);
@@ -94,8 +104,7 @@ describe('streams: isolation and viewer limits', function () {
     await page.waitForFunction(() => (window as unknown as { player?: { state: string } }).player?.state === 'playing', null, { timeout: 20_000 });
     const statsBefore = { cam: await streamStats(relay!, 'cam'), ball: await streamStats(relay!, 'ball') };
 
-    // Baseline: all three producers healthy.
-    const t0 = Date.now();
+    // A while with all three producers healthy.
     await sleep(3000);
     const faultStart = Date.now();
     const videoAtFault = await sampleVideo(page);
@@ -122,8 +131,7 @@ describe('streams: isolation and viewer limits', function () {
     const faultEnd = Date.now();
     const videoAfter = await sampleVideo(page);
     const player = await playerSnapshot(page);
-    clocks.cam.stop();
-    clocks.ball.stop();
+    for (const clock of [clocks.cam, clocks.ball, ingest.cam, ingest.ball]) clock.stop();
 
     const rejected = logLines(relay!.log(), /stage: tcp .*: rejected: /);
     expect(rejected.length, relay!.log()).to.be.at.least(1);
@@ -133,16 +141,19 @@ describe('streams: isolation and viewer limits', function () {
     const report: string[] = [];
     for (const [name, viewer] of Object.entries({ cam, ball })) {
       const clock = clocks[name as 'cam' | 'ball'];
-      const baseRate = clock.bytesBetween(t0, faultStart) / ((faultStart - t0) / 1000);
-      const faultRate = clock.bytesBetween(faultStart, faultEnd) / (faultMs / 1000);
+      const produced = ingest[name as 'cam' | 'ball'];
+      const got = clock.bytesBetween(faultStart, faultEnd);
+      const delivered = produced.bytesBetween(faultStart, faultEnd);
       const pause = clock.longestPause(faultStart, faultEnd);
-      const basePause = clock.longestPause(t0, faultStart);
-      report.push(`${name} ${(baseRate / 1000).toFixed(1)} kB/s before, ${(faultRate / 1000).toFixed(1)} kB/s during, longest pause ${basePause} ms before, ${pause} ms during`);
+      const producerPause = produced.longestPause(faultStart, faultEnd);
+      report.push(
+        `${name}: viewer got ${(got / 1000).toFixed(0)} kB of the producer's ${(delivered / 1000).toFixed(0)} kB, ` +
+          `longest pause ${pause} ms (its producer's ${producerPause} ms)`,
+      );
+      // Within a cluster or so of what came in (the windows' edges cut differently).
+      expect(got, report.at(-1)).to.be.at.least(delivered * 0.6 - 20_000);
+      expect(pause, report.at(-1)).to.be.below(Math.max(2500, producerPause + 1500));
       expect(viewer.outcome, name).to.equal('open');
-      expect(faultRate, `${name}: ${report.at(-1)}`).to.be.at.least(baseRate * 0.4);
-      // Frames come every 67 ms. An overloaded machine starves the encoders too (then pauses
-      // are as long before the faults as during them); the faults must add none of their own.
-      expect(pause, `${name}: ${report.at(-1)}`).to.be.below(Math.max(2500, basePause * 1.5 + 1000));
       const parsed = parseStream(viewer.body);
       expect(parsed.headers, `${name}: one init segment, no restart`).to.equal(1);
       expect(parsed.errors, name).to.deep.equal([]);
