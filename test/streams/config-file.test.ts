@@ -22,7 +22,7 @@ function runRelay(args: string[]): Promise<{ code: number | null; stdout: string
   child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
   child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
   // Generous: starting node on a loaded 2-core machine has taken seconds.
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   return new Promise((resolve) =>
     child.once('close', (code) => {
       clearTimeout(timer);
