@@ -79,12 +79,14 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
 
   const file = given('config');
   if (file) {
-    const stray = OPTIONS.filter((o) => o.scope !== 'relay' && given(o.name) !== undefined).map((o) => `--${o.name}`);
+    // max-viewers is a stream's limit in the file, and at its top (or as a flag here) the whole relay's.
+    const relayWide = (o: (typeof OPTIONS)[number]) => o.scope === 'relay' || o.name === 'max-viewers';
+    const stray = OPTIONS.filter((o) => !relayWide(o) && given(o.name) !== undefined).map((o) => `--${o.name}`);
     if (stray.length > 0) {
       throw new ConfigError(`${stray.join(', ')}: with --config, set stream options in the file (under streams.NAME)`);
     }
     const relayOverrides = Object.fromEntries(
-      OPTIONS.filter((o) => o.scope === 'relay' && o.name !== 'config' && given(o.name) !== undefined).map((o) => [o.name, given(o.name)!]),
+      OPTIONS.filter((o) => relayWide(o) && o.name !== 'config' && given(o.name) !== undefined).map((o) => [o.name, given(o.name)!]),
     );
     return loadConfigFile(file, relayOverrides);
   }

@@ -93,7 +93,7 @@ export function fdCount(pid: number): number {
 
 /** The relay's own ingest port for its encoder, from the `encoder:` log line. */
 export function encoderPort(log: string): number | null {
-  const match = /\[relay\] encoder: .* port=(\d+)/.exec(log);
+  const match = /\[ingest\] \S+: encoder: .* port=(\d+)/.exec(log);
   return match ? Number(match[1]) : null;
 }
 

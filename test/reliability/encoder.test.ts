@@ -237,6 +237,7 @@ describe('reliability: encoder faults', function () {
     expect(ms).to.be.below(2000);
     expect(alive(encoders[0]), `gst-launch-1.0 ${encoders[0]} left behind`).to.equal(false);
     const port = encoderPort(relay.log());
+    expect(port, 'the encoder line names its port').to.be.a('number');
     expect(processesWithArg('gst-launch-1.0', `port=${port}`)).to.deep.equal([]);
   });
 
