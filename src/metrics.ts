@@ -53,5 +53,18 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   counter('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
   counter('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
   counter('producers_rejected_total', 'Producers disconnected for invalid or unplayable data', (s) => s.ingest.rejected);
+  new Counter({
+    name: 'webm_relay_access_failures_total',
+    help: 'Credentials refused (missing, wrong or expired), by who presented them: read (viewers) or publish',
+    labelNames: ['stream', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of snapshot()) {
+        this.inc({ stream: s.name, kind: 'read' }, s.accessFailures.read);
+        this.inc({ stream: s.name, kind: 'publish' }, s.accessFailures.publish);
+      }
+    },
+  });
   return registry;
 }

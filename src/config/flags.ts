@@ -9,6 +9,7 @@ import {
   parseTcpListen,
   parseUpstreamUrl,
   readEncoder,
+  readAccess,
   readLimits,
   readRelaySettings,
   type Lookup,
@@ -49,6 +50,7 @@ export function helpText(): string {
 function parseProducer(text: string): ProducerConfig {
   if (text === 'encoder') return { kind: 'encoder', encoder: undefined! };
   if (text === '-') return { kind: 'stdin' };
+  if (text === 'publish') return { kind: 'publish' };
   if (/^https?:\/\//.test(text)) return { kind: 'pull', url: parseUpstreamUrl('--ingest', text) };
   if (text.startsWith('tcp://')) return { kind: 'tcp', ...parseTcpListen('--ingest', text) };
   throw new ConfigError(`--ingest must be encoder, tcp://HOST:PORT, - or http://.../NAME.webm, got "${text}"`);
@@ -94,10 +96,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const producer = parseProducer(get('ingest').text);
   if (producer.kind === 'encoder') producer.encoder = readEncoder(get);
   const token = given('ingest-token');
+  if (producer.kind === 'publish' && !token) throw new ConfigError('--ingest publish needs --ingest-token (the publishers\' token)');
+  const access = readAccess(get);
   return {
     ...relay,
     // One stream: its limit is the relay's.
     maxViewers: limits.maxViewers,
-    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits }],
+    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
   };
 }

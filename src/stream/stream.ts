@@ -48,6 +48,8 @@ export class Stream {
   encoder: Supervisor | null = null;
   private stopped = false;
   private readonly counts = { producers: 0, refused: 0, rejected: 0, bytesIn: 0 };
+  /** Refused credentials, counted by the server (src/server) for the stats and metrics. */
+  readonly accessFailures = { read: 0, publish: 0 };
 
   constructor(
     readonly config: StreamConfig,
@@ -78,6 +80,11 @@ export class Stream {
 
   get init(): VersionedInit | null {
     return this.current;
+  }
+
+  /** Whether a producer is attached now. */
+  get producing(): boolean {
+    return this.session !== null;
   }
 
   get live(): boolean {
@@ -214,7 +221,8 @@ export class Stream {
     return this.current ? describeTrackList(this.current.segment.info.tracks) : [];
   }
 
-  summary(): StreamSummary {
+  /** `access`: whether the one asking may watch (a protected stream is listed without its picture otherwise). */
+  summary(access = true): StreamSummary {
     const hub = this.hub.stats();
     const name = encodeURIComponent(this.name);
     return {
@@ -225,7 +233,15 @@ export class Stream {
       viewers: hub.viewers,
       bitrate: hub.bitrate,
       uptimeSeconds: this.uptimeSeconds(),
-      urls: { player: `${name}/`, webm: `${name}.webm`, websocket: name, snapshot: `${name}/snapshot.jpg` },
+      read: this.config.access.read,
+      access,
+      urls: {
+        player: `${name}/`,
+        webm: `${name}.webm`,
+        websocket: name,
+        snapshot: access ? `${name}/snapshot.jpg` : null,
+        publish: this.config.publishToken ? `${name}/publish` : null,
+      },
     };
   }
 
@@ -251,6 +267,7 @@ export class Stream {
       normalizer: { ...this.normalizer.stats },
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
+      accessFailures: { ...this.accessFailures },
     };
   }
 }
