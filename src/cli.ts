@@ -3,10 +3,21 @@ import { helpText, parseConfig } from './config/flags.js';
 import { ConfigError } from './config/options.js';
 import { logger } from './log.js';
 import { Relay } from './relay.js';
+import { signLinks } from './sign.js';
 
 const log = logger('relay');
 
 async function main(): Promise<number> {
+  if (process.argv[2] === 'sign') {
+    try {
+      process.stdout.write(`${signLinks(process.argv.slice(3)).join('\n')}\n`);
+      return 0;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      process.stderr.write(`webm-relay sign: ${error.message}\n`);
+      return 2;
+    }
+  }
   let config;
   try {
     config = parseConfig(process.argv.slice(2));

@@ -27,6 +27,7 @@ export function helpText(): string {
   return [
     'Usage: webm-relay [options]',
     '       webm-relay --config FILE [--port N] [--host ADDR] ...',
+    '       webm-relay sign NAME --ttl 1h [--config FILE]   (print a signed link to a read: signed stream)',
     '',
     'Encodes live sources once (GStreamer) and relays them to any number of viewers.',
     'Each stream NAME has:',
