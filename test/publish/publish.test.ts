@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { FAKE_MEDIA_ARGS, launchBrowser, playerSnapshot, sampleVideo, sleep, watchErrors, type VideoSample } from '../helpers/browser.js';
-import { capture, getJson, waitFor, type Capture } from '../helpers/relay.js';
+import http from 'node:http';
+import { getJson, waitFor } from '../helpers/relay.js';
 import type { StreamStats } from '../../src/protocol.js';
 import { PUBLISH_TOKEN, backwards, blockTimes, startWithConfig } from './helpers.js';
 
@@ -54,7 +55,9 @@ describe('publish: going live from a browser page (Chromium, fake camera)', func
     await waitFor('the stream to be live', async () => (await getJson<StreamStats>(`${relay.url}/api/streams/guest`)).live, 15_000);
 
     // A recorder of its own reads the plain stream across the restart, to check every timestamp.
-    const recording: Promise<Capture> = capture(`${relay.url}/guest.webm`, 22_000);
+    const recorded: Buffer[] = [];
+    const recording = http.get(`${relay.url}/guest.webm`, (response) => response.on('data', (chunk: Buffer) => recorded.push(chunk)));
+    recording.on('error', () => {});
 
     const player = await context.newPage();
     const playerErrors = watchErrors(player);
@@ -67,11 +70,21 @@ describe('publish: going live from a browser page (Chromium, fake camera)', func
     const sample = async (at: string) => samples.push({ at, player: await sampleVideo(player), plain: await sampleVideo(plain) });
     await player.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 20_000 });
     await plain.waitForFunction(() => document.querySelector('video')!.currentTime > 0.5, null, { timeout: 20_000 });
-    for (let i = 0; i < 8; i++) {
-      await sample('before');
-      await sleep(250);
-    }
+    // Sampled until both clocks have run a second (given time: the machine may be busy with other tests).
+    const sampleUntil = async (at: string, done: () => boolean, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      do {
+        await sample(at);
+        await sleep(250);
+      } while (!done() && Date.now() < deadline);
+    };
+    await sample('before');
     const first = samples[0];
+    const ran = (from: (typeof samples)[number], seconds: number) => () => {
+      const now = samples[samples.length - 1];
+      return now.player.currentTime > from.player.currentTime + seconds && now.plain.currentTime > from.plain.currentTime + seconds;
+    };
+    await sampleUntil('before', ran(first, 1.5), 15_000);
     const beforeRestart = samples[samples.length - 1];
     for (const [which, s] of [['player', beforeRestart.player], ['plain', beforeRestart.plain]] as const) {
       expect(s.videoWidth, `${which}: ${JSON.stringify(s)}`).to.equal(640);
@@ -90,7 +103,8 @@ describe('publish: going live from a browser page (Chromium, fake camera)', func
     await publisher.goto(publishUrl(PUBLISH_TOKEN));
     await waitPublisher(publisher, 'live');
     const reopened = samples.length;
-    for (let i = 0; i < 24; i++) {
+    await sampleUntil('after', ran(samples[reopened - 1], 3), 30_000);
+    for (let i = 0; i < 4; i++) {
       await sample('after');
       await sleep(250);
     }
@@ -112,11 +126,12 @@ describe('publish: going live from a browser page (Chromium, fake camera)', func
     expect(stats.normalizer.seamlessRestarts, JSON.stringify(stats.normalizer)).to.equal(1);
     expect(relay.log()).to.match(/guest: websocket 127\.0\.0\.1:\d+: producer connected/);
 
-    const bytes = (await recording).body;
+    recording.destroy();
+    const bytes = Buffer.concat(recorded);
     const times = blockTimes(bytes);
     expect(times.size, 'video and audio tracks').to.equal(2);
     for (const [track, list] of times) {
-      expect(list.length, `track ${track}`).to.be.greaterThan(100);
+      expect(list.length, `track ${track}`).to.be.greaterThan(40);
       expect(backwards(list), `track ${track} timestamps`).to.deep.equal([]);
     }
     // The poster (snapshot.jpg) may answer 503 before the snapshot keeper has a keyframe.
