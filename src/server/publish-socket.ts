@@ -45,7 +45,13 @@ export class PublishSockets {
   private async serve(stream: Stream, ws: WebSocket, req: http.IncomingMessage): Promise<void> {
     const address = req.socket.remoteAddress ?? '?';
     const label = `websocket ${address}:${req.socket.remotePort}`;
-    ws.on('error', (error) => log.info(`${stream.name}: ${label}: ${error.message}`));
+    ws.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        log.warn(`${stream.name}: ${label}: a message over max-element-size (${stream.config.limits.maxElementBytes} bytes): closed`);
+      } else {
+        log.info(`${stream.name}: ${label}: ${error.message}`);
+      }
+    });
     if (!stream.config.publishToken) return close(ws, 'notPublishable');
 
     // Media that arrives while the token is checked (after ?token=) is kept: it is the
@@ -95,9 +101,8 @@ export class PublishSockets {
         ws.ping();
       }, PING_INTERVAL_MS),
     ];
-    ws.once('close', (code) => {
+    ws.once('close', () => {
       for (const timer of timers) clearInterval(timer);
-      if (code === PUBLISH_CLOSE_REASONS.tooLarge.ws) log.warn(`${stream.name}: ${label}: a message over max-element-size (${stream.config.limits.maxElementBytes} bytes): closed`);
       input.push(null);
       input.destroy();
     });
