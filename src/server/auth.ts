@@ -71,13 +71,3 @@ export function checkRead(name: string, access: AccessConfig, query: URLSearchPa
     }
   }
 }
-
-/** The query string that carries a viewer's credentials on to the stream's other URLs (empty for cookies and open streams). */
-export function credentialQuery(query: URLSearchParams): string {
-  const out = new URLSearchParams();
-  for (const key of ['token', 'exp', 'sig']) {
-    const value = query.get(key);
-    if (value !== null) out.set(key, value);
-  }
-  return out.toString();
-}
