@@ -2,7 +2,6 @@
 import { helpText, parseConfig } from './config/flags.js';
 import { ConfigError } from './config/options.js';
 import { logger } from './log.js';
-import { Relay } from './relay.js';
 import { signLinks } from './sign.js';
 
 const log = logger('relay');
@@ -33,6 +32,8 @@ async function main(): Promise<number> {
     return 0;
   }
 
+  // Loaded only to run: `sign` and `--help` start without express and the rest.
+  const { Relay } = await import('./relay.js');
   const relay = new Relay(config);
   let stopping = false;
   const stop = async (why: string, code: number) => {

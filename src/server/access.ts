@@ -53,7 +53,8 @@ export class AccessGate {
 
   private refuse(stream: Stream, kind: 'read' | 'publish', address: string, what: string, refusal: Refusal, why: string): GateVerdict {
     stream.accessFailures[kind]++;
-    log.warn(`${stream.name}: ${what} from ${address}: refused (${why})`);
+    const delay = this.throttle.delayFor(address);
+    log.warn(`${stream.name}: ${what} from ${address}: refused (${why})${delay > 0 ? `; its attempts now wait ${delay} ms` : ''}`);
     return { ok: false, refusal };
   }
 }

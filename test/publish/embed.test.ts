@@ -29,7 +29,7 @@ ${video}
 }
 
 describe('publish: embedding on another site (allow-origins; Chromium, a second origin on another port)', function () {
-  this.timeout(90_000);
+  this.timeout(150_000);
   let relay: Awaited<ReturnType<typeof startWithConfig>>;
   let site: http.Server;
   let siteOrigin: string;
@@ -89,7 +89,7 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
     await page.waitForFunction(() => {
       const r = (window as unknown as { results: EmbedResults }).results;
       return r.snapshot !== undefined && (r.wsMessage || r.wsClose !== undefined);
-    }, null, { timeout: 20_000 });
+    }, null, { timeout: 40_000 });
     const results = await page.evaluate(() => (window as unknown as { results: EmbedResults }).results);
     return { page, lines, results, consoleLines };
   }
@@ -104,8 +104,8 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
 
     const frame = framedPlayer(page, 'shared');
     expect(frame, 'the player frame').to.not.equal(undefined);
-    await frame!.waitForFunction(() => (window as unknown as { player?: { state: string } }).player?.state === 'playing', null, { timeout: 20_000 });
-    await page.waitForFunction(() => (document.getElementById('plain') as HTMLVideoElement).currentTime > 0.5, null, { timeout: 20_000 });
+    await frame!.waitForFunction(() => (window as unknown as { player?: { state: string } }).player?.state === 'playing', null, { timeout: 45_000 });
+    await page.waitForFunction(() => (document.getElementById('plain') as HTMLVideoElement).currentTime > 0.5, null, { timeout: 40_000 });
     // Its clock runs on (given time: the machine may be busy with other tests' encoders and browsers).
     const before = await sampleVideo(page, '#plain');
     await page.waitForFunction((t0) => (document.getElementById('plain') as HTMLVideoElement).currentTime > t0 + 1, before.currentTime, { timeout: 15_000 });
@@ -146,12 +146,12 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
     expect(results.snapshot).to.equal(200);
     expect(results.wsClose).to.equal(1006);
     expect(consoleLines.join('\n')).to.match(/frame-ancestors/);
-    await page.waitForFunction(() => (document.getElementById('plain') as HTMLVideoElement).currentTime > 0.5, null, { timeout: 20_000 });
+    await page.waitForFunction(() => (document.getElementById('plain') as HTMLVideoElement).currentTime > 0.5, null, { timeout: 40_000 });
     await page.close();
     // The relay's own player page connects (same origin).
     const own = await browser.newPage();
     await own.goto(`${relay.url}/plain/`);
-    await own.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 20_000 });
+    await own.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 40_000 });
     await own.close();
     // A client that is not a browser sends no Origin and is let in.
     const socket = new WebSocket(`${relay.url.replace('http:', 'ws:')}/plain`);
