@@ -14,7 +14,6 @@ import { FailureThrottle } from './throttle.js';
 import { HttpTransport } from './transports.js';
 import { attachWebSockets } from './websocket.js';
 
-
 export interface ServerOptions {
   publicDir: string;
   wsMaxPayloadBytes: number;
@@ -187,6 +186,8 @@ function refusedPage(name: string, text: string): string {
 
 /** `GET /<name>.webm`: one endless response, init segment then clusters from a keyframe. */
 function watch(stream: Stream, req: Request, res: Response): void {
+  // The viewer may have gone while its credentials were checked (a throttled address waits).
+  if (req.socket.destroyed) return;
   res.status(200).set({
     'Content-Type': 'video/webm',
     'Cache-Control': 'no-store',

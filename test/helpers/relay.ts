@@ -45,7 +45,12 @@ export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: '
 export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
   const { process: child, log, exited } = spawnRelay(args, env, 'pipe');
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start within 10 s:\n${log()}`)), 10_000);
+    // Generous: on a machine loaded by other test processes, starting node alone can take seconds.
+    // A relay that did not start is killed, so that it cannot go on loading the machine.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`relay did not start within 30 s:\n${log()}`));
+    }, 30_000);
     const onData = () => {
       const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log());
       if (match) {
