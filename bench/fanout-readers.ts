@@ -1,8 +1,9 @@
 /**
  * The viewers' side of bench/fanout.ts, in a process of its own: replays the recording
- * into the server under test in real time (when given an ingest), holds N reader
- * sockets that read and discard, and times each Cluster's arrival against the moment
- * its bytes were written to the ingest (same process, same clock).
+ * into each stream of the server under test in real time (when given ingests), holds
+ * N reader sockets spread over the streams that read and discard, and times each
+ * Cluster's arrival against the moment its bytes were written to that stream's ingest
+ * (same process, same clock).
  *
  * Config: JSON in argv[2]. Control on stdin, one word a line: `start` (begin the
  * measurement window), `stop` (end it, print the result), `quit`. Status on stdout,
@@ -16,13 +17,23 @@ import readline from 'node:readline';
 import { quantile, sendPlan } from './fanout-lib.js';
 
 export interface ReadersConfig {
-  /** Where viewers connect. `http`: GET /live.webm; `ws`: WebSocket /live; `raw`: connect and read (tcpserversink). */
+  /** Where viewers connect. `http`: GET /<name>.webm; `ws`: WebSocket /<name>; `raw`: connect and read (tcpserversink). */
   protocol: 'http' | 'ws' | 'raw';
   port: number;
+  /** Readers in all; reader i watches stream i % streams.length. */
   viewers: number;
-  /** The recording to replay, and where: `tcp:PORT` or a FIFO path. Absent: the server encodes itself. */
+  /**
+   * The streams: the name in their URLs, and where their replay of the recording goes
+   * (`tcp:PORT` or a FIFO path; absent: the server encodes itself).
+   */
+  streams: { name: string; ingest?: string }[];
   recording?: string;
-  ingest?: string;
+  /**
+   * The replays start this far apart in all (stream k at k/S of it): independent live
+   * sources are not in step, and replays in step would hand the server every
+   * stream's frame in the same instant.
+   */
+  spreadMs?: number;
   /**
    * Connect viewers once this long after the first media write; -1: before it (after
    * the header), then report `connected` and start the media on the `media` command.
@@ -35,51 +46,67 @@ const out = (message: Record<string, unknown>) => process.stdout.write(`${JSON.s
 
 // --- sender ------------------------------------------------------------------------
 
-/** Cluster timecode (ms) -> when its bytes went into the ingest, and when a reordering relay could release it. */
-const sentAt = new Map<number, number>();
-const releasedAt = new Map<number, number>();
+/** One stream as the readers see it: when each cluster went into its ingest. */
+interface StreamClock {
+  name: string;
+  /** Cluster timecode (ms) -> when its bytes went into the ingest, and when a reordering relay could release it. */
+  sentAt: Map<number, number>;
+  releasedAt: Map<number, number>;
+}
+const clocks: StreamClock[] = config.streams.map((s) => ({ name: s.name, sentAt: new Map(), releasedAt: new Map() }));
 let mediaStart = -1;
 let senderDone = false;
 
-/** Opens the ingest and writes the stream header; resolves with a function that replays the media. */
-async function openSender(): Promise<() => Promise<void>> {
-  const bytes = fs.readFileSync(config.recording!);
-  const plan = sendPlan(bytes);
+async function openIngest(ingest: string): Promise<net.Socket> {
   let sink: net.Socket;
-  if (config.ingest!.startsWith('tcp:')) {
-    sink = net.connect({ host: '127.0.0.1', port: Number(config.ingest!.slice(4)), noDelay: true });
+  if (ingest.startsWith('tcp:')) {
+    sink = net.connect({ host: '127.0.0.1', port: Number(ingest.slice(4)), noDelay: true });
     await new Promise<void>((resolve, reject) => sink.once('connect', resolve).once('error', reject));
   } else {
-    const fd = fs.openSync(config.ingest!, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    const fd = fs.openSync(ingest, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
     sink = new net.Socket({ fd, readable: false, writable: true });
   }
-  sink.on('error', (error) => out({ type: 'sender-error', message: error.message }));
-  sink.write(bytes.subarray(0, plan.headerEnd));
-  return () => replay(sink, bytes, plan);
+  sink.on('error', (error) => out({ type: 'sender-error', ingest, message: error.message }));
+  return sink;
 }
 
-async function replay(sink: net.Socket, bytes: Buffer, plan: ReturnType<typeof sendPlan>): Promise<void> {
+/** Opens every stream's ingest and writes the stream header; resolves with a function that replays the media into all. */
+async function openSenders(): Promise<() => Promise<void>> {
+  const bytes = fs.readFileSync(config.recording!);
+  const plan = sendPlan(bytes);
+  const sinks = await Promise.all(config.streams.map((s) => openIngest(s.ingest!)));
+  for (const sink of sinks) sink.write(bytes.subarray(0, plan.headerEnd));
+  return () => replay(sinks, bytes, plan);
+}
+
+/** The same paced plan into every sink, stream k offset by k/S of the spread. */
+async function replay(sinks: net.Socket[], bytes: Buffer, plan: ReturnType<typeof sendPlan>): Promise<void> {
   const start = performance.now() + 50;
   mediaStart = start;
-  let i = 0;
+  const spread = config.spreadMs ?? 0;
+  const replays = sinks.map((sink, k) => ({ sink, clock: clocks[k], start: start + (k * spread) / sinks.length, next: 0 }));
   await new Promise<void>((resolve) => {
     const tick = () => {
       const now = performance.now();
-      while (i < plan.writes.length && start + plan.writes[i].at <= now) {
-        const w = plan.writes[i++];
-        sink.write(bytes.subarray(w.start, w.end));
-        const t = performance.now();
-        for (const tc of w.marks) if (!sentAt.has(tc)) sentAt.set(tc, t);
-        for (const tc of w.releases) releasedAt.set(tc, t);
+      let due = Infinity;
+      for (const r of replays) {
+        while (r.next < plan.writes.length && r.start + plan.writes[r.next].at <= now) {
+          const w = plan.writes[r.next++];
+          r.sink.write(bytes.subarray(w.start, w.end));
+          const t = performance.now();
+          for (const tc of w.marks) if (!r.clock.sentAt.has(tc)) r.clock.sentAt.set(tc, t);
+          for (const tc of w.releases) r.clock.releasedAt.set(tc, t);
+        }
+        if (r.next < plan.writes.length) due = Math.min(due, r.start + plan.writes[r.next].at);
       }
-      if (i >= plan.writes.length) return resolve();
-      setTimeout(tick, Math.max(0, start + plan.writes[i].at - performance.now()));
+      if (due === Infinity) return resolve();
+      setTimeout(tick, Math.max(0, due - performance.now()));
     };
     setTimeout(tick, 50);
   });
   senderDone = true;
-  out({ type: 'sent', writes: plan.writes.length });
-  // Keep the ingest open: a producer that ends starts the relay's grace period, not what we measure.
+  out({ type: 'sent', writes: plan.writes.length * sinks.length });
+  // Keep the ingests open: a producer that ends starts the relay's grace period, not what we measure.
 }
 
 // --- readers -----------------------------------------------------------------------
@@ -113,7 +140,7 @@ class Reader {
   private payloadOffset = 0;
   private handledUpTo = -1;
 
-  constructor() {
+  constructor(readonly stream: StreamClock) {
     if (config.protocol === 'raw') {
       this.state = 2;
       this.remaining = Infinity;
@@ -243,13 +270,13 @@ class Reader {
     if (timecode === INCOMPLETE) return; // again with the next read, from the tail
     this.handledUpTo = streamOffset;
     if (timecode < 0 || !measuring) return;
-    const sent = sentAt.get(timecode);
+    const sent = this.stream.sentAt.get(timecode);
     if (sent === undefined) {
       unmatched++;
       return;
     }
     latencies.push(now - sent);
-    const released = releasedAt.get(timecode);
+    const released = this.stream.releasedAt.get(timecode);
     // Released after it arrived: the server did not wait for it (tcpserversink).
     fanoutLatencies.push(now - (released !== undefined && released < now ? Math.max(sent, released) : sent));
   }
@@ -294,10 +321,10 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
     reader.socket = socket;
     socket.once('connect', () => {
       reader.connected = true;
-      if (config.protocol === 'http') socket.write(`GET /live.webm HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUser-Agent: fanout-bench\r\n\r\n`);
+      if (config.protocol === 'http') socket.write(`GET /${reader.stream.name}.webm HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUser-Agent: fanout-bench\r\n\r\n`);
       if (config.protocol === 'ws') {
         socket.write(
-          `GET /live HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+          `GET /${reader.stream.name} HTTP/1.1\r\nHost: 127.0.0.1:${config.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
         );
       }
       resolve();
@@ -318,7 +345,7 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
 }
 
 async function connectAll(connected: () => Promise<void>): Promise<void> {
-  for (let i = 0; i < config.viewers; i++) readers.push(new Reader());
+  for (let i = 0; i < config.viewers; i++) readers.push(new Reader(clocks[i % clocks.length]));
   // Paced, not awaited: tcpserversink listens with a backlog of 5 and drops SYNs beyond it
   // (the client retries a second later), so waiting on each connect would take minutes.
   const gapMs = config.protocol === 'raw' ? 2 : 1;
@@ -379,7 +406,7 @@ input.on('line', (line) => {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const replayMedia = config.recording ? await openSender() : null;
+  const replayMedia = config.recording ? await openSenders() : null;
   const startMedia = () => void replayMedia?.().catch((error: Error) => out({ type: 'sender-error', message: error.message }));
   if (config.connectAfterMs >= 0) {
     startMedia();

@@ -2,6 +2,8 @@
  * "Prove the economics": what one more viewer costs the relay, next to GStreamer's
  * tcpserversink (native C, the same job without HTTP) and to bench/floor.c (the least
  * any server can do), and what encoding once saves next to one encoder per viewer.
+ * With `--streams 1,10` the relay also serves the same viewers spread over several
+ * streams, each fed its own replay, to show what a stream costs next to a viewer.
  * Options: see USAGE (`--help`).
  *
  * Pinning puts the server under test on CPU 0 and the readers on the others. Unpinned,
@@ -17,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, encoderArgsWithSink, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import { cpuSeconds, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -38,6 +40,7 @@ const REFERENCES: Target[] = ['tcpserversink', 'floor'];
 const { values: argv } = parseArgs({
   options: {
     viewers: { type: 'string' },
+    streams: { type: 'string' },
     window: { type: 'string' },
     reps: { type: 'string' },
     encoders: { type: 'string' },
@@ -48,7 +51,14 @@ const { values: argv } = parseArgs({
 });
 const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanout)
 
-  --viewers LIST     reader counts to measure (FANOUT_VIEWERS, default 100,300,1000)
+  --viewers LIST     reader counts to measure, in all (FANOUT_VIEWERS, default 100,300,1000)
+  --streams LIST     stream counts the relay serves those readers over, spread evenly
+                     (FANOUT_STREAMS, default 1). --viewers 1000 --streams 1,10 measures
+                     1 stream of 1000 viewers and 10 streams of 100 each, in turn, and adds
+                     a table with the CPU of each count against 1 stream (the ratio), and
+                     the memory a stream costs with no viewers. The relay reads its
+                     streams from a YAML --config, each fed its own replay of the
+                     recording over TCP; tcpserversink and floor run with 1 stream only.
   --targets LIST     servers: relay (HTTP), relay-ws (WebSocket), tcpserversink, floor
                      (FANOUT_TARGETS, default all four)
   --window S         measurement window in seconds (FANOUT_WINDOW_S, default 10)
@@ -58,13 +68,19 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
   --pin on|off       server on CPU 0, readers on the others (FANOUT_PIN, default on)
 
 The 30 s recording is made once and cached in the temp directory (FANOUT_RERECORD=1
-makes a new one). The floor is bench/floor.c, compiled with cc.`;
+makes a new one). The floor is bench/floor.c, compiled with cc.
+FANOUT_RELAY_ARGS="--join next-keyframe --max-queue 8M" sets relay options (written as
+top-level keys of its config file, so every stream's); FANOUT_RELAY_NODE_ARGS, node's.
+
+One stream against ten at the same 1000 viewers, relay only:
+  npm run bench:fanout -- --viewers 1000 --streams 1,10 --targets relay,relay-ws --encoders none`;
 if (argv.help) {
   console.log(USAGE);
   process.exit(0);
 }
 const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
 const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
+const STREAMS = list(argv.streams ?? process.env.FANOUT_STREAMS ?? '1').map(Number);
 const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
 const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
 const ENCODERS = list(argv.encoders ?? process.env.FANOUT_ENCODERS ?? '1,2,4').map(Number);
@@ -75,6 +91,16 @@ for (const target of TARGETS) {
     process.exit(2);
   }
 }
+for (const [flag, values] of [['--viewers', VIEWERS], ['--streams', STREAMS]] as const) {
+  if (values.some((v) => !Number.isInteger(v) || v < 1)) {
+    console.error(`fanout: ${flag} takes whole numbers from 1, got "${values.join(',')}"\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+/** More than one stream count asked for: the streams table and the idle memory per stream. */
+const MULTI = STREAMS.some((s) => s !== 1);
+/** With no viewers, long enough for a few keyframes: each stream then holds what a joining viewer gets. */
+const IDLE_LIVE_MS = 3000;
 const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
 const CPUS = os.cpus().length;
 const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
@@ -185,6 +211,8 @@ class Readers {
 interface FanoutResult {
   target: Target;
   viewers: number;
+  /** Streams the viewers were spread over. */
+  streams: number;
   /** Cores (CPU seconds per second) over the window. */
   cpu: number;
   readersCpu: number;
@@ -216,30 +244,108 @@ function floorBinary(): string | null {
   return floorPath;
 }
 
-/** One server under test fed the paced recording, N readers, one measurement window. */
-async function runFanout(target: Target, viewers: number, file: string): Promise<FanoutResult> {
-  const viewerPort = await freePort();
+const words = (text: string | undefined) => (text ?? '').split(/[\s,]+/).filter(Boolean);
+
+/**
+ * FANOUT_RELAY_ARGS (`--join next-keyframe --max-queue 8M`) as top-level keys of the
+ * config file, where a stream setting is every stream's default.
+ */
+function relayArgsAsYaml(args: string[]): string[] {
+  const lines: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = /^--([a-z-]+)(?:=(.*))?$/.exec(args[i]);
+    if (!flag) throw new Error(`FANOUT_RELAY_ARGS: expected --option VALUE, got "${args[i]}"`);
+    const value = flag[2] ?? args[++i];
+    if (value === undefined) throw new Error(`FANOUT_RELAY_ARGS: ${args[i - 1]} has no value`);
+    lines.push(`${flag[1]}: ${JSON.stringify(value)}`);
+  }
+  return lines;
+}
+
+interface RelayUnderTest {
+  server: ChildProcess;
+  port: number;
+  streams: { name: string; ingest: string }[];
+  /** Stops the relay and removes its config file. */
+  stop: () => Promise<void>;
+}
+
+/**
+ * The relay with `count` streams from a YAML config file, each listening for its
+ * producer on a loopback TCP port of its own. One stream is called `live`, as the
+ * flags would name it; several are s1, s2, ...
+ */
+async function startRelay(count: number): Promise<RelayUnderTest> {
+  const port = await freePort();
+  const streams: { name: string; ingest: string }[] = [];
+  for (let k = 0; k < count; k++) streams.push({ name: count === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${await freePort()}` });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-relay-'));
+  const file = path.join(dir, 'relay.yml');
+  const settings = relayArgsAsYaml(words(process.env.FANOUT_RELAY_ARGS));
+  fs.writeFileSync(
+    file,
+    [
+      ...(settings.some((line) => line.startsWith('max-viewers:')) ? [] : ['max-viewers: 100000']),
+      ...settings,
+      'streams:',
+      ...streams.flatMap((s) => [`  ${s.name}:`, `    listen: tcp://127.0.0.1:${s.ingest.slice(4)}`]),
+      '',
+    ].join('\n'),
+  );
+  const server = spawnWithFiles([process.execPath, ...words(process.env.FANOUT_RELAY_NODE_ARGS), CLI, '--config', file, '--host', '127.0.0.1', '--port', String(port)], {
+    env: { WEBM_RELAY_LOG: 'warn' },
+    cpus: SERVER_CPUS,
+  });
+  let log = '';
+  server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const stop = async () => {
+    await stopProcess(server);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      `the relay to listen on ${count + 1} ports`,
+      async () => {
+        if (server.exitCode !== null) throw new Error(`the relay exited (${server.exitCode}):\n${log}`);
+        for (const p of [port, ...streams.map((s) => Number(s.ingest.slice(4)))]) if (!(await listening(p))) return false;
+        return true;
+      },
+      20_000,
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { server, port, streams, stop };
+}
+
+/** How far apart the replays of several streams start in all: one video frame. */
+const spreadMs = () => 1000 / encoderConfig().framerate;
+
+/** One server under test fed the paced recording (one replay per stream), N readers, one measurement window. */
+async function runFanout(target: Target, viewers: number, streamCount: number, file: string): Promise<FanoutResult> {
+  let viewerPort: number;
   let server: ChildProcess;
-  let ingest: string;
+  let streams: { name: string; ingest: string }[];
+  let stopServer: () => Promise<void> = () => stopProcess(server);
   let fifo: string | null = null;
   let log = '';
   if (target === 'floor') {
+    viewerPort = await freePort();
     const ingestPort = await freePort();
-    ingest = `tcp:${ingestPort}`;
+    streams = [{ name: 'live', ingest: `tcp:${ingestPort}` }];
     server = spawnWithFiles([floorBinary()!, String(ingestPort), String(viewerPort)], { cpus: SERVER_CPUS });
     await waitFor('the floor server to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
   } else if (RELAYS.includes(target)) {
-    const ingestPort = await freePort();
-    ingest = `tcp:${ingestPort}`;
-    server = spawnWithFiles(
-      [process.execPath, ...list(process.env.FANOUT_RELAY_NODE_ARGS ?? '').join(' ').split(' ').filter(Boolean), CLI, '--ingest', `tcp://127.0.0.1:${ingestPort}`, '--host', '127.0.0.1', '--port', String(viewerPort), '--max-viewers', '100000', ...list(process.env.FANOUT_RELAY_ARGS ?? '').join(' ').split(' ').filter(Boolean)],
-      { env: { WEBM_RELAY_LOG: 'warn' }, cpus: SERVER_CPUS },
-    );
-    await waitFor('the relay to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
+    const relay = await startRelay(streamCount);
+    ({ server, streams } = relay);
+    viewerPort = relay.port;
+    stopServer = relay.stop;
   } else {
+    viewerPort = await freePort();
     fifo = path.join(os.tmpdir(), `fanout-${process.pid}-${viewerPort}.fifo`);
     spawnSync('mkfifo', [fifo]);
-    ingest = fifo;
+    streams = [{ name: 'live', ingest: fifo }];
     // fdsrc reads whatever the pipe holds (up to 64 KiB), as the relay's socket reads do.
     server = spawnWithFiles(
       ['gst-launch-1.0', '-q', 'fdsrc', 'fd=0', 'blocksize=65536', '!', 'tcpserversink', 'host=127.0.0.1', `port=${viewerPort}`, 'sync-method=latest-keyframe', 'sync=false'],
@@ -248,7 +354,10 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
   }
   server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const pid = server.pid!;
-  const readers = new Readers({ protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, recording: file, ingest, connectAfterMs: -1 }, READER_CPUS);
+  const readers = new Readers(
+    { protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, streams, recording: file, spreadMs: spreadMs(), connectAfterMs: -1 },
+    READER_CPUS,
+  );
   try {
     if (target === 'tcpserversink') await waitFor('tcpserversink to listen', () => listening(viewerPort));
     await readers.next('connecting');
@@ -282,10 +391,11 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
       errors: number;
       closed: number;
     };
-    if (result.senderDone) console.log(`  warning: the recording ran out before the end of the window (${target}, N=${viewers})`);
+    if (result.senderDone) console.log(`  warning: the recording ran out before the end of the window (${target}, N=${viewers}, S=${streamCount})`);
     return {
       target,
       viewers,
+      streams: streamCount,
       cpu: (cpu1 - cpu0) / seconds,
       readersCpu: (rcpu1 - rcpu0) / seconds,
       hwm: mem.hwm,
@@ -304,8 +414,39 @@ async function runFanout(target: Target, viewers: number, file: string): Promise
     };
   } finally {
     await readers.quit().catch(() => {});
-    await stopProcess(server);
+    await stopServer();
     if (fifo) fs.rmSync(fifo, { force: true });
+  }
+}
+
+/**
+ * RSS and CPU of the relay with `count` streams live (each fed its replay for a few
+ * keyframes, so each holds what a joining viewer is sent) and no viewers. RSS is the
+ * median of samples over two seconds: a single one can land on either side of a
+ * garbage collection. CPU is over the same two seconds: what taking in the streams costs.
+ */
+async function idleStreams(count: number, file: string): Promise<{ rss: number; cpu: number }> {
+  const relay = await startRelay(count);
+  const readers = new Readers({ protocol: 'http', port: relay.port, viewers: 0, streams: relay.streams, recording: file, spreadMs: spreadMs(), connectAfterMs: 0 }, READER_CPUS);
+  try {
+    await readers.next('ready');
+    await sleep(IDLE_LIVE_MS);
+    const pid = relay.server.pid!;
+    const cpu0 = cpuSeconds(pid);
+    const t0 = performance.now();
+    const samples: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      samples.push(memory(pid).rss);
+      await sleep(200);
+    }
+    const cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
+    const listed = (await (await fetch(`http://127.0.0.1:${relay.port}/api/streams`)).json()) as { streams: { name: string; live: boolean }[] };
+    const notLive = relay.streams.filter((s) => !listed.streams.some((l) => l.name === s.name && l.live));
+    if (notLive.length > 0) throw new Error(`streams not live after ${IDLE_LIVE_MS} ms of replay: ${notLive.map((s) => s.name).join(', ')}\n${readers.stderr}`);
+    return { rss: median(samples), cpu };
+  } finally {
+    await readers.quit().catch(() => {});
+    await relay.stop();
   }
 }
 
@@ -346,7 +487,7 @@ async function relayEncodingOnce(n: number): Promise<{ node: number; encoder: nu
     const stats = (await (await fetch(`http://127.0.0.1:${port}/api/stats`)).json()) as { encoder: { pid: number | null } | null };
     const encoderPid = stats.encoder?.pid;
     if (!encoderPid) throw new Error('no encoder pid in /api/stats');
-    readers = new Readers({ protocol: 'http', port, viewers: n, connectAfterMs: 0 });
+    readers = new Readers({ protocol: 'http', port, viewers: n, streams: [{ name: 'live' }], connectAfterMs: 0 });
     await readers.next('ready');
     await sleep(WARMUP_MS);
     const node0 = cpuSeconds(relay.pid!);
@@ -378,6 +519,7 @@ function medianResult(results: FanoutResult[]): FanoutResult {
   return {
     target: results[0].target,
     viewers: results[0].viewers,
+    streams: results[0].streams,
     cpu: m('cpu'),
     readersCpu: m('readersCpu'),
     hwm: m('hwm'),
@@ -401,7 +543,7 @@ async function main(): Promise<void> {
   const host = machine();
   console.log(`fanout bench: ${host.cpu}, ${host.cores} cores, ${host.kernel}, node ${host.node}, GStreamer ${host.gstreamer}`);
   const pinning = PIN ? `server on CPU ${SERVER_CPUS}, readers on CPU ${READER_CPUS}` : 'not pinned';
-  console.log(`viewers ${VIEWERS.join(',')}; window ${WINDOW_S} s after ${WARMUP_MS / 1000} s warm-up; ${REPS} repetition(s), medians; ${pinning}`);
+  console.log(`viewers ${VIEWERS.join(',')}${MULTI ? ` over ${STREAMS.join(',')} streams` : ''}; window ${WINDOW_S} s after ${WARMUP_MS / 1000} s warm-up; ${REPS} repetition(s), medians; ${pinning}`);
   const file = await recording(RECORDING_S);
   const plan = sendPlan(fs.readFileSync(file));
   console.log(
@@ -409,16 +551,32 @@ async function main(): Promise<void> {
   );
 
   const runs = new Map<string, FanoutResult[]>();
+  /** Streams -> RSS and CPU with them live and no viewers, one per repetition. */
+  const idle = new Map<number, { rss: number; cpu: number }[]>();
+  const relayTargets = TARGETS.filter((t) => RELAYS.includes(t));
+  if (MULTI && STREAMS.includes(1) === false) console.log('  note: --streams has no 1: no ratio to one stream (the memory per stream still measures 1 stream)');
+  if (MULTI && TARGETS.some((t) => REFERENCES.includes(t))) console.log(`  note: ${REFERENCES.join(' and ')} serve one stream: measured with --streams 1 only`);
   for (let rep = 0; rep < REPS; rep++) {
+    if (MULTI && relayTargets.length > 0) {
+      for (const count of [...new Set([1, ...STREAMS])].sort((a, b) => a - b)) {
+        const r = await idleStreams(count, file);
+        idle.set(count, [...(idle.get(count) ?? []), r]);
+        console.log(`  [${rep + 1}/${REPS}] relay, S=${count} live, no viewers: rss ${mib(r.rss)} MiB, cpu ${f(r.cpu, 3)} cores`);
+      }
+    }
     for (const n of VIEWERS) {
       for (const target of TARGETS) {
         if (target === 'floor' && !floorBinary()) continue;
-        const r = await runFanout(target, n, file);
-        console.log(
-          `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
-        );
-        const key = `${target}/${n}`;
-        runs.set(key, [...(runs.get(key) ?? []), r]);
+        // Every other repetition in reverse, so a machine that drifts during the run does not favour one count.
+        for (const streams of rep % 2 ? [...STREAMS].reverse() : STREAMS) {
+          if (streams !== 1 && !RELAYS.includes(target)) continue;
+          const r = await runFanout(target, n, streams, file);
+          console.log(
+            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+          );
+          const key = `${target}/${n}/${streams}`;
+          runs.set(key, [...(runs.get(key) ?? []), r]);
+        }
       }
     }
   }
@@ -449,7 +607,7 @@ async function main(): Promise<void> {
       '',
     ];
     for (const n of VIEWERS) {
-      const get = (t: Target) => (runs.has(`${t}/${n}`) ? medianResult(runs.get(`${t}/${n}`)!) : null);
+      const get = (t: Target) => (runs.has(`${t}/${n}/1`) ? medianResult(runs.get(`${t}/${n}/1`)!) : null);
       for (const target of [...RELAYS, ...REFERENCES]) {
         const r = get(target);
         if (r) rows.push([r.target, String(n), f(r.cpu, 3), mib(r.hwm), kib(r.idlePerViewer), kib(r.perViewer), f(r.p50, 1), f(r.p99, 1), f(r.minMbps)]);
@@ -462,6 +620,37 @@ async function main(): Promise<void> {
     }
     console.log(table(['server', 'N', 'CPU cores', 'peak RSS MiB', 'KiB/viewer idle', 'KiB/viewer streaming', 'lat p50 ms', 'lat p99 ms', 'min Mbit/s'], rows));
     console.log('KiB/viewer: RSS growth per viewer, once every viewer is connected before any media (idle), and after the window (streaming).');
+  }
+  if (MULTI && relayTargets.length > 0) {
+    console.log('');
+    console.log(`Streams: the same viewers spread evenly over S streams, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
+    const rows: string[][] = [];
+    for (const n of VIEWERS) {
+      for (const target of relayTargets) {
+        const get = (streams: number) => (runs.has(`${target}/${n}/${streams}`) ? medianResult(runs.get(`${target}/${n}/${streams}`)!) : null);
+        const one = get(1);
+        for (const streams of STREAMS) {
+          const r = get(streams);
+          if (!r) continue;
+          const perStream = n % streams === 0 ? String(n / streams) : `${Math.floor(n / streams)}-${Math.ceil(n / streams)}`;
+          rows.push([r.target, String(n), String(streams), perStream, f(r.cpu, 3), one ? f(r.cpu / one.cpu) : '-', f(r.p50, 1), f(r.p99, 1), mib(r.hwm), f(r.minMbps)]);
+        }
+      }
+    }
+    console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
+    console.log('× 1 stream: CPU against the same number of viewers on one stream (the goal: 1.15 or less with 100 viewers a stream).');
+    console.log('');
+    const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
+    console.log(
+      table(
+        ['streams live, no viewers', 'RSS MiB', 'KiB per stream', 'CPU cores', 'cores per stream'],
+        [...idle.keys()].sort((a, b) => a - b).map((count) => {
+          const perStream = (key: 'rss' | 'cpu') => (idleMedian(count, key) - idleMedian(1, key)) / (count - 1);
+          return [String(count), mib(idleMedian(count, 'rss')), count === 1 ? '-' : kib(perStream('rss')), f(idleMedian(count, 'cpu'), 3), count === 1 ? '-' : f(perStream('cpu'), 4)];
+        }),
+      ),
+    );
+    console.log('Per stream: (figure with S streams - figure with 1) / (S - 1), from the medians of the repetitions.');
   }
   if (encoders.length > 0) {
     console.log('');

@@ -18,6 +18,23 @@ if [ "${1:-}" = "--test" ]; then
   command -v ffmpeg >/dev/null || need+=(ffmpeg)
   command -v mkvinfo >/dev/null || need+=(mkvtoolnix)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # test/proxies: real proxies with the configs in deploy/, a certificate for their TLS, and players.
+  command -v nginx >/dev/null || need+=(nginx-light)
+  command -v haproxy >/dev/null || need+=(haproxy)
+  command -v varnishd >/dev/null || need+=(varnish)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v mpv >/dev/null || need+=(mpv)
+  command -v cvlc >/dev/null || need+=(vlc-bin vlc-plugin-base)
+  # The player tests run in all three engines: Firefox (driven over WebDriver BiDi by
+  # puppeteer-core), WebKitGTK's MiniBrowser (through WebKitWebDriver, under Xvfb).
+  [ -x /usr/bin/firefox-esr ] || need+=(firefox-esr)
+  command -v WebKitWebDriver >/dev/null || need+=(webkit2gtk-driver)
+  [ -x /usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser ] || need+=(libwebkit2gtk-4.1-0)
+  command -v Xvfb >/dev/null || need+=(xvfb)
+  # test/engines/networks: network namespaces, veth and tc.
+  command -v tc >/dev/null || need+=(iproute2)
+  # VP8/VP9 decoding in WebKitGTK's media backend (GStreamer).
+  gst-inspect-1.0 vp8dec >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -36,17 +36,19 @@ async function main(): Promise<number> {
   const { Relay } = await import('./relay.js');
   const relay = new Relay(config);
   let stopping = false;
-  const stop = async (why: string, code: number) => {
+  const stop = async (why: string, code: number, drainMs = 0) => {
     if (stopping) return;
     stopping = true;
     log.info(`${why}: shutting down`);
-    // Whatever happens, be gone within 2 s.
-    setTimeout(() => process.exit(code), 1800).unref();
+    // Whatever happens, be gone within 2 s of the drain.
+    setTimeout(() => process.exit(code), drainMs + 1800).unref();
+    await relay.drain(drainMs);
     await relay.stop();
     process.exit(code);
   };
   process.on('SIGINT', () => void stop('SIGINT', 0));
-  process.on('SIGTERM', () => void stop('SIGTERM', 0));
+  // SIGTERM is what service managers and orchestrators send: drain first. Ctrl-C is a person waiting.
+  process.on('SIGTERM', () => void stop('SIGTERM', 0, config.drainMs));
   relay.fatal.then((message) => stop(`cannot go on (${message})`, 1));
 
   try {

@@ -53,6 +53,8 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   counter('encoder_restarts_total', 'Restarts of the spawned encoder', (s) => s.encoderRestarts);
   counter('producers_refused_total', 'Producers refused while another was active', (s) => s.ingest.refused);
   counter('producers_rejected_total', 'Producers disconnected for invalid or unplayable data', (s) => s.ingest.rejected);
+  counter('upstream_read_timeouts_total', 'Edge: upstream connections dropped for sending nothing for --upstream-timeout', (s) => s.upstream?.readTimeouts ?? 0);
+  counter('upstream_connects_total', 'Edge: connections to the upstream that delivered a stream', (s) => s.upstream?.connects ?? 0);
   new Counter({
     name: 'webm_relay_access_failures_total',
     help: 'Credentials refused (missing, wrong or expired), by who presented them: read (viewers) or publish',

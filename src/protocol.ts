@@ -174,6 +174,17 @@ export interface StreamStats {
   /** Credentials refused, since start: viewers' (missing, wrong or expired) and publishers'. */
   accessFailures: { read: number; publish: number };
   encoderRestarts: number;
+  /** Edge: the pull from the upstream relay (null for other producers). */
+  upstream: {
+    url: string;
+    state: 'connecting' | 'receiving';
+    /** Why the last connection ended or failed, while not receiving. */
+    problem: string | null;
+    connects: number;
+    /** Connections dropped because the upstream sent nothing for --upstream-timeout. */
+    readTimeouts: number;
+    sinceLastByteMs: number | null;
+  } | null;
 }
 
 /**
@@ -182,6 +193,8 @@ export interface StreamStats {
  */
 export interface RelayStats extends Partial<StreamStats> {
   uptimeSeconds: number;
+  /** Shutting down (SIGTERM): /healthz fails, viewers are about to be closed. */
+  draining: boolean;
   streams: number;
   live: boolean;
   viewers: number;

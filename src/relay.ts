@@ -27,6 +27,7 @@ export class Relay {
   private readonly metrics: Registry;
   private readonly startedAt = Date.now();
   private stopping = false;
+  private draining = false;
   /** Resolves with a message when the relay cannot go on (e.g. GStreamer missing). */
   readonly fatal: Promise<string>;
   private reportFatal!: (message: string) => void;
@@ -48,6 +49,7 @@ export class Relay {
     const sum = (read: (s: (typeof all)[number]) => number) => all.reduce((total, s) => total + read(s), 0);
     const totals = {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      draining: this.draining,
       streams: all.length,
       live: all.some((s) => s.live),
       viewers: sum((s) => s.viewers),
@@ -66,6 +68,7 @@ export class Relay {
       publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
       wsMaxPayloadBytes: config.wsMaxPayloadBytes,
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
+      unhealthy: () => (this.draining ? 'draining: shutting down' : null),
     });
     this.http = server;
     this.wss = wss;
@@ -83,6 +86,27 @@ export class Relay {
     log.info(`serving http://${config.host}:${port}/ (player), ${what}`);
     await Promise.all([...this.streams.values()].filter((s) => s.config.producer.kind !== 'tcp').map((s) => s.start()));
     return port;
+  }
+
+  /**
+   * The first half of a graceful shutdown: /healthz fails and the listener closes at
+   * once, so load balancers stop sending viewers here (a refused connection is retried
+   * elsewhere); the viewers already here keep watching for `ms`, time for the balancer's
+   * health checks to notice, and are then closed by `stop()` to reconnect elsewhere.
+   * Returns early when no viewer is left to move.
+   */
+  async drain(ms: number): Promise<void> {
+    this.draining = true;
+    this.http?.close();
+    // Idle keep-alive connections (health checkers, API clients) would otherwise still reach us.
+    this.http?.closeIdleConnections();
+    const connections = () => [...this.streams.values()].reduce((n, s) => n + s.hub.stats().connections, 0);
+    if (ms <= 0 || connections() === 0) return;
+    log.info(`draining: /healthz fails, no new connections; ${connections()} viewers closed in ${ms} ms`);
+    const until = Date.now() + ms;
+    while (Date.now() < until && connections() > 0) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, until - Date.now())));
+    }
   }
 
   /** Stops taking new viewers, closes the current ones, stops the encoders. */

@@ -1,12 +1,24 @@
 // Latency controller: holds the playhead near the live edge (after hls.js's latency-controller).
 // lag = end of what is buffered - currentTime. A little above the target, play slightly
-// faster (never more than maxRate, so nobody hears it); far behind (a background tab,
-// a stall), jump; in a hole of `buffered`, skip to the next range.
+// faster (never more than maxRate, so nobody hears it); where playbackRate does nothing or
+// has side effects (WebKit's MSE: it ignores the rate, and setting it unmutes the video,
+// after which the autoplay policy pauses it), catch up with small seeks instead. Far
+// behind (a background tab, a stall), jump; in a hole of `buffered`, skip to the next range.
+// The target itself adapts: it rises after each stall (hls.js's liveSyncOnStallIncrease)
+// up to a ceiling, and comes back down slowly once playback has been smooth.
 
 const DEFAULTS = {
-  /** Seconds behind the live edge we aim for. */
+  /** Seconds behind the live edge we aim for on a good link. */
   targetLatency: 0.3,
-  /** Lag beyond which we seek instead of speeding up. */
+  /** The most the target rises to after stalls. */
+  maxTargetLatency: 3,
+  /** Added to the target at each stall. */
+  stallIncrease: 0.3,
+  /** Smooth playback for this long before the target comes down. */
+  relaxAfterMs: 15_000,
+  /** Then it comes down by this many seconds per second. */
+  relaxPerSecond: 0.01,
+  /** Lag beyond which we seek instead of speeding up (at least the target plus 1.5 s). */
   maxLatency: 2,
   /** Highest playbackRate used to catch up. */
   maxRate: 1.1,
@@ -14,6 +26,9 @@ const DEFAULTS = {
   tolerance: 0.05,
   /** Lag above the target at which the rate reaches maxRate. */
   rampSeconds: 0.3,
+  /** Without a working playbackRate: lag above the target that a seek cuts, and how often at most. */
+  seekCatchUpExcess: 0.2,
+  seekCatchUpEveryMs: 3000,
   /**
    * Just after a start the rest of the relay's GOP may still be arriving: for this long,
    * a lag beyond target + startSlack is cut with a seek (the viewer barely saw anything yet).
@@ -27,16 +42,83 @@ export class LatencyController {
   constructor(video, options = {}) {
     this.video = video;
     this.options = { ...DEFAULTS, ...options };
+    /** The target as stalls have set it: see stalled() and relax(). */
+    this.stallTarget = this.options.targetLatency;
+    /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
+    this.arrivalGaps = /** @type {[number, number][]} */ ([]);
+    this.lastEnd = -1;
+    this.lastAdvanceAt = -1;
     this.jumps = 0;
     this.gapJumps = 0;
+    /** Seconds of media jumped over in holes of `buffered` (a relay that skipped a GOP for a slow link). */
+    this.skippedSeconds = 0;
+    this.catchUpSeeks = 0;
+    /** 'rate' while playbackRate works; 'seek' once it proved useless or harmful. */
+    this.mode = /** @type {'rate' | 'seek'} */ ('rate');
+    /** Why the mode is 'seek', for the overlay. */
+    this.modeReason = '';
     this.startedAt = -Infinity;
+    this.lastStallAt = -Infinity;
+    this.lastTickAt = performance.now();
+    this.lastCatchUpAt = -Infinity;
+    /** When the current seek began (-1: none): a seek that hangs is abandoned. */
+    this.seekingSince = -1;
     /** currentTime at the previous tick: unchanged while playing means stuck. */
     this.lastTime = -1;
+    /** While the rate is above 1: where and when that began, to see whether it works. */
+    this.rateProbe = /** @type {{ wall: number, media: number, rate: number } | null} */ (null);
+    this.rateIgnoredProbes = 0;
+    /** Set just before we change playbackRate: a volumechange right after is its side effect. */
+    this.rateChangedAt = -Infinity;
+    video.addEventListener('volumechange', () => {
+      if (performance.now() - this.rateChangedAt < 1000 && !video.muted && this.wantMuted) this.rateHasSideEffects('it unmuted the video');
+    });
+    /** Whether the page wants the video muted (the player sets this; a person's unmute clears it). */
+    this.wantMuted = true;
   }
 
   /** Playback (re)started now: see startWindowMs. */
   started() {
     this.startedAt = performance.now();
+    this.rateProbe = null;
+  }
+
+  /**
+   * Seconds behind live to aim for now: what stalls taught us, and at least the longest
+   * wait for new media of the last 20 s (a variable-frame-rate producer, a jittery link),
+   * so that the next such wait does not run the buffer dry. Never above the ceiling.
+   */
+  get target() {
+    let longest = 0;
+    for (const [, ms] of this.arrivalGaps) longest = Math.max(longest, ms);
+    const floor = longest > 0 ? longest / 1000 + 0.15 : 0;
+    return Math.min(this.options.maxTargetLatency, Math.max(this.stallTarget, floor));
+  }
+
+  /** Media was appended: notes how long the end of `buffered` had stood still before. */
+  appended() {
+    const ranges = this.video.buffered;
+    if (ranges.length === 0) return;
+    const end = ranges.end(ranges.length - 1);
+    const now = performance.now();
+    if (end > this.lastEnd) {
+      // Not across a (re)start or a jump: those are no waits for media.
+      if (this.lastAdvanceAt >= 0 && end - this.lastEnd < 2) this.arrivalGaps.push([now, now - this.lastAdvanceAt]);
+      this.lastEnd = end;
+      this.lastAdvanceAt = now;
+    } else if (end < this.lastEnd - 2) {
+      this.lastEnd = end;
+      this.lastAdvanceAt = now;
+    }
+    while (this.arrivalGaps.length > 0 && now - this.arrivalGaps[0][0] > 20_000) this.arrivalGaps.shift();
+  }
+
+  /** Playback ran dry: aim further behind live (up to the ceiling), once per stall however many `waiting` events it fires. */
+  stalled() {
+    const now = performance.now();
+    if (now - this.startedAt < this.options.startWindowMs || now - this.lastStallAt < 2000) return;
+    this.lastStallAt = now;
+    this.stallTarget = Math.min(this.options.maxTargetLatency, this.stallTarget + this.options.stallIncrease);
   }
 
   /** Seconds behind the end of what is buffered (0 when nothing is). */
@@ -55,16 +137,33 @@ export class LatencyController {
     const ranges = this.video.buffered;
     if (ranges.length === 0) return null;
     const last = ranges.length - 1;
-    return Math.max(ranges.start(last), ranges.end(last) - this.options.targetLatency);
+    return Math.max(ranges.start(last), ranges.end(last) - this.target);
   }
 
   /** Call often (timeupdate, a timer, when the tab becomes visible). */
   tick() {
     const video = this.video;
+    const wallNow = performance.now();
+    const elapsed = (wallNow - this.lastTickAt) / 1000;
+    this.lastTickAt = wallNow;
+    this.relax(elapsed, wallNow);
     const ranges = video.buffered;
-    if (ranges.length === 0 || video.seeking) return;
+    if (ranges.length === 0) return;
+    if (video.seeking) {
+      // A seek that never completes (Chromium, into media it dropped after a gap): go to the live edge instead.
+      if (this.seekingSince < 0) this.seekingSince = wallNow;
+      else if (wallNow - this.seekingSince > 2000) {
+        this.seekingSince = -1;
+        this.jumps++;
+        video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - this.target);
+      }
+      return;
+    }
+    this.seekingSince = -1;
     const now = video.currentTime;
-    const { targetLatency, maxLatency, maxRate, tolerance, rampSeconds } = this.options;
+    const { maxRate, tolerance, rampSeconds } = this.options;
+    const target = this.target;
+    const maxLatency = Math.max(this.options.maxLatency, target + 1.5);
 
     // In a hole, before the first range, or stuck at the end of a range with more after it:
     // go to the next range that starts ahead.
@@ -75,6 +174,7 @@ export class LatencyController {
       for (let i = 0; i < ranges.length; i++) {
         if (ranges.start(i) > now) {
           this.gapJumps++;
+          this.skippedSeconds += ranges.start(i) - now;
           video.currentTime = ranges.start(i) + 0.001;
           return;
         }
@@ -82,22 +182,83 @@ export class LatencyController {
     }
 
     const lag = this.lag;
-    const starting = performance.now() - this.startedAt < this.options.startWindowMs;
-    if (lag > maxLatency || (starting && lag > targetLatency + this.options.startSlack)) {
+    const starting = wallNow - this.startedAt < this.options.startWindowMs;
+    if (lag > maxLatency || (starting && lag > target + this.options.startSlack)) {
       this.jumps++;
       this.setRate(1);
-      video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - targetLatency);
+      video.currentTime = Math.max(ranges.start(ranges.length - 1), ranges.end(ranges.length - 1) - target);
       return;
     }
-    const excess = lag - targetLatency;
+    const excess = lag - target;
+    if (this.mode === 'seek') {
+      if (excess > this.options.seekCatchUpExcess && wallNow - this.lastCatchUpAt > this.options.seekCatchUpEveryMs && !video.paused) {
+        this.lastCatchUpAt = wallNow;
+        this.catchUpSeeks++;
+        video.currentTime = now + excess;
+      }
+      return;
+    }
+    this.checkRateWorks(wallNow, now);
     if (excess > tolerance) this.setRate(Math.min(maxRate, 1 + ((maxRate - 1) * excess) / rampSeconds));
     else if (excess <= 0) this.setRate(1);
+  }
+
+  /** After smooth playback the target comes back down towards the configured one. @param {number} elapsed s @param {number} wallNow */
+  relax(elapsed, wallNow) {
+    if (this.stallTarget <= this.options.targetLatency || wallNow - this.lastStallAt < this.options.relaxAfterMs) return;
+    this.stallTarget = Math.max(this.options.targetLatency, this.stallTarget - this.options.relaxPerSecond * Math.min(elapsed, 1));
+  }
+
+  /**
+   * While the rate has been above 1 for 3 s: did the media clock run faster than the wall
+   * clock? WebKit's MSE ignores playbackRate; then catching up needs seeks.
+   * @param {number} wallNow @param {number} mediaNow
+   */
+  checkRateWorks(wallNow, mediaNow) {
+    const video = this.video;
+    const probe = this.rateProbe;
+    if (video.playbackRate <= 1 || video.paused || video.seeking) {
+      this.rateProbe = null;
+      return;
+    }
+    if (!probe || probe.rate !== video.playbackRate) {
+      this.rateProbe = { wall: wallNow, media: mediaNow, rate: video.playbackRate };
+      return;
+    }
+    const wall = (wallNow - probe.wall) / 1000;
+    if (wall < 3) return;
+    const speed = (mediaNow - probe.media) / wall;
+    // A busy machine slows the media clock too (late frames, short stalls): only a clock
+    // that runs at exactly 1, twice in a row, ignores the rate (WebKit's MSE).
+    const ignored = speed > 0.97 && speed < 1 + Math.min(0.02, (probe.rate - 1) * 0.3);
+    this.rateIgnoredProbes = ignored ? this.rateIgnoredProbes + 1 : 0;
+    if (this.rateIgnoredProbes >= 2) this.useSeeks(`playbackRate ${probe.rate} had no effect (×${speed.toFixed(2)})`);
+    this.rateProbe = null;
+  }
+
+  /** @param {string} what */
+  rateHasSideEffects(what) {
+    this.useSeeks(`changing playbackRate ${what}`);
+    this.video.muted = true;
+  }
+
+  /** @param {string} why */
+  useSeeks(why) {
+    if (this.mode === 'seek') return;
+    this.mode = 'seek';
+    this.modeReason = why;
+    console.info(`latency: catching up with seeks: ${why}`);
+    this.setRate(1);
   }
 
   /** @param {number} rate */
   setRate(rate) {
     const rounded = Math.round(rate * 100) / 100;
-    if (this.video.playbackRate !== rounded) this.video.playbackRate = rounded;
+    if (this.video.playbackRate === rounded) return;
+    const wasMuted = this.video.muted;
+    this.rateChangedAt = performance.now();
+    this.video.playbackRate = rounded;
+    if (wasMuted && !this.video.muted && this.wantMuted) this.rateHasSideEffects('it unmuted the video');
   }
 }
 

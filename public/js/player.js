@@ -43,6 +43,17 @@ export class Player {
     this.awaitingStart = false;
     this.descriptionAt = 0;
     this.userPaused = false;
+    /** When the person last clicked, tapped or pressed a key: only then is a pause or an unmute theirs. */
+    this.lastGestureAt = -Infinity;
+    /** Pauses that did not come from the person (autoplay policy, a seek in WebKit), undone. */
+    this.unexpectedPauses = 0;
+    /** Unmutes that did not come from the person (WebKit, when playbackRate changes), undone. */
+    this.unexpectedUnmutes = 0;
+    /** The relay skipped media for a slow link (seen as a hole the playhead jumped): count, and until when the notice shows. */
+    this.skips = 0;
+    this.seenGapJumps = 0;
+    this.seenSkipped = 0;
+    this.skipNoticeUntil = 0;
     this.bitrate = new RateMeter();
     /**
      * When the way to the first frame passed each step, in ms since navigation: page script
@@ -56,6 +67,7 @@ export class Player {
     this.buffer = new BufferController(video, {
       onError: (message) => this.recover(message),
       onAppended: () => {
+        this.latency.appended();
         if (this.video.buffered.length > 0) this.mark('appended');
         this.maybeStart();
       },
@@ -88,12 +100,29 @@ export class Player {
     video.muted = true;
     video.addEventListener('error', () => this.recover(`media error ${video.error?.code ?? ''}: ${video.error?.message ?? ''}`));
     video.addEventListener('waiting', () => {
-      if (this.state === 'playing') this.stalls++;
+      if (this.state === 'playing') {
+        this.stalls++;
+        this.latency.stalled();
+      }
       this.latency.tick();
     });
+    for (const type of ['pointerdown', 'keydown', 'click']) {
+      document.addEventListener(type, () => (this.lastGestureAt = performance.now()), { capture: true });
+    }
     video.addEventListener('pause', () => {
-      // A pause we did not ask for (the user, a media key) is respected until play.
-      if (this.state === 'playing' && !this.awaitingStart) this.userPaused = true;
+      if (this.state !== 'playing' || this.awaitingStart) return;
+      // The person's pause (a click, a key, the controls) is respected until they play again.
+      // Any other (WebKit's autoplay policy after an unmute, a seek) is undone by tick().
+      if (this.fromPerson()) this.userPaused = true;
+      else this.unexpectedPauses++;
+    });
+    video.addEventListener('volumechange', () => {
+      if (this.fromPerson()) this.latency.wantMuted = video.muted;
+      else if (!video.muted && this.latency.wantMuted) {
+        // Unmuted by the browser, not the person: unmuted video may not autoplay, so mute again.
+        this.unexpectedUnmutes++;
+        video.muted = true;
+      }
     });
     video.addEventListener('play', () => (this.userPaused = false));
     document.addEventListener('visibilitychange', () => {
@@ -170,8 +199,14 @@ export class Player {
     this.setState('playing', '');
   }
 
+  /** A person clicked, tapped or pressed a key within the last second. */
+  fromPerson() {
+    return performance.now() - this.lastGestureAt < 1000;
+  }
+
   play() {
     this.userPaused = false;
+    if (!this.video.muted && this.latency.wantMuted) this.video.muted = true;
     if (this.state === 'playing' && this.message !== '') this.setState('playing', '');
     // After a pause: live is where the stream is now, not where the picture stopped.
     if (this.state === 'playing') this.latency.tick();
@@ -204,8 +239,31 @@ export class Player {
     // Paused by the person: the picture stays; play() goes back to the live edge.
     if (this.video.paused && this.userPaused) return;
     this.latency.tick();
+    this.noticeSkips();
     if (this.video.paused && this.video.buffered.length > 0) this.play();
     this.onChange(this);
+  }
+
+  /**
+   * A hole the playhead jumped over after the start is media the relay skipped (it drops
+   * whole GOPs for a viewer whose link is slower than the stream): say so for a while.
+   */
+  noticeSkips() {
+    const latency = this.latency;
+    if (latency.gapJumps === this.seenGapJumps) {
+      if (this.skipNoticeUntil && performance.now() > this.skipNoticeUntil) {
+        this.skipNoticeUntil = 0;
+        if (this.state === 'playing') this.setState('playing', '');
+      }
+      return;
+    }
+    const skipped = latency.skippedSeconds - this.seenSkipped;
+    this.seenGapJumps = latency.gapJumps;
+    this.seenSkipped = latency.skippedSeconds;
+    if (skipped < 0.2 || this.state !== 'playing') return;
+    this.skips++;
+    this.skipNoticeUntil = performance.now() + 5000;
+    this.setState('playing', `Skipped ${skipped.toFixed(1)} s to stay live: the connection is slower than the stream.`);
   }
 
   /** Notes the first time a step was reached since the latest description. @param {string} step */
@@ -235,6 +293,14 @@ export class Player {
       height: video.videoHeight,
       bitrate: this.bitrate.perSecond() * 8,
       lag: this.latency.lag,
+      targetLatency: this.latency.target,
+      latencyMode: this.latency.mode,
+      latencyModeReason: this.latency.modeReason,
+      catchUpSeeks: this.latency.catchUpSeeks,
+      skips: this.skips,
+      skippedSeconds: this.latency.skippedSeconds,
+      unexpectedPauses: this.unexpectedPauses,
+      unexpectedUnmutes: this.unexpectedUnmutes,
       currentTime: video.currentTime,
       playbackRate: video.playbackRate,
       bufferedSeconds: this.buffer.bufferedSeconds(),

@@ -40,6 +40,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-queue', value: 'BYTES', default: '4M', scope: 'stream', help: 'per-viewer backlog that triggers --recover' },
   { name: 'stall-timeout', value: 'S', default: '10', scope: 'stream', help: 'disconnect a viewer that has read nothing for this long' },
   { name: 'producer-grace', value: 'S', default: '30', scope: 'stream', help: 'keep viewers this long after the producer stops' },
+  { name: 'upstream-timeout', value: 'S', default: '3', scope: 'stream', help: 'edge (--ingest http://...): reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
+  { name: 'drain', value: 'S', default: '5', scope: 'relay', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
   { name: 'max-element-size', value: 'BYTES', default: '16M', scope: 'stream', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', scope: 'relay', help: 'largest message accepted from a WebSocket client' },
@@ -98,6 +100,8 @@ export interface StreamLimits {
   maxQueueBytes: number;
   stallTimeoutMs: number;
   producerGraceMs: number;
+  /** Edge: an upstream silent this long is dropped and pulled again. */
+  upstreamTimeoutMs: number;
   maxHeaderBytes: number;
   maxElementBytes: number;
 }
@@ -150,6 +154,8 @@ export interface RelayConfig {
   wsMaxPayloadBytes: number;
   gstLaunch: string;
   publicDir: string;
+  /** On SIGTERM: /healthz fails and the listener closes at once; viewers are closed after this long. */
+  drainMs: number;
   streams: StreamConfig[];
 }
 
@@ -246,6 +252,7 @@ export function readLimits(get: Lookup): StreamLimits {
     maxQueueBytes: bytes(where('max-queue'), value('max-queue'), 64 << 10, 1 << 30),
     stallTimeoutMs: decimal(where('stall-timeout'), value('stall-timeout'), 0.5, 3600) * 1000,
     producerGraceMs: decimal(where('producer-grace'), value('producer-grace'), 0, 3600) * 1000,
+    upstreamTimeoutMs: decimal(where('upstream-timeout'), value('upstream-timeout'), 0.5, 3600) * 1000,
     maxHeaderBytes: bytes(where('max-header-size'), value('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes(where('max-element-size'), value('max-element-size'), 64 << 10, 256 << 20),
   };
@@ -291,6 +298,7 @@ export function readRelaySettings(get: Lookup): Omit<RelayConfig, 'streams'> {
     wsMaxPayloadBytes: bytes(where('ws-max-payload'), value('ws-max-payload'), 64, 1 << 20),
     gstLaunch: value('gst-launch'),
     publicDir: value('public-dir'),
+    drainMs: decimal(where('drain'), value('drain'), 0, 3600) * 1000,
   };
 }
 

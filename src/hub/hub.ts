@@ -3,6 +3,7 @@ import type { CloseReason, StreamStats } from '../protocol.js';
 import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../stream/events.js';
 import { Batcher, type MediaChunk } from './batcher.js';
 import { GopCache } from './gop-cache.js';
+import { KeepAlive } from './keepalive.js';
 import { RateMeter } from './rate-meter.js';
 import { ViewerBudget, ViewerSet, type Viewer, type ViewerCounters, type ViewerPolicy, type ViewerTransport } from './viewers.js';
 
@@ -51,6 +52,7 @@ export class Hub implements StreamSink {
   private watchingCount = 0;
   private watchingCountedAt = 0;
   private readonly counters = { clusters: 0, keyframeClusters: 0, initSegments: 0 };
+  private readonly keepAlive = new KeepAlive(() => this.viewers);
 
   constructor(options: Partial<HubOptions> = {}, budget = new ViewerBudget(Infinity)) {
     this.options = { ...DEFAULT_HUB_OPTIONS, ...options };
@@ -112,7 +114,9 @@ export class Hub implements StreamSink {
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
-      this.current = null;
+      // The init segment stays: a next producer with the same tracks continues the
+      // stream without a new one (the normalizer sends none), and viewers joining
+      // meanwhile get it and wait for that producer's first keyframe.
       this.gop.clear();
       this.viewers.closeAll('noProducer');
     }, this.options.producerGraceMs);
@@ -163,6 +167,7 @@ export class Hub implements StreamSink {
 
   close(reason: CloseReason = 'shutdown'): void {
     this.batcher.close();
+    this.keepAlive.close();
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = null;
     this.viewers.close(reason);

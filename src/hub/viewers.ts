@@ -15,6 +15,8 @@ export interface ViewerTransport {
    * changed tracks; returns false when the transport cannot start over (HTTP).
    */
   sendInit(init: VersionedInit, replacing: boolean): boolean;
+  /** Bytes that carry no media and keep proxies from timing out an idle connection (see keepalive.ts). */
+  keepAlive(): void;
   close(reason: CloseReason): void;
 }
 
@@ -172,6 +174,10 @@ export class ViewerSet {
       if (viewer.sentBytes > viewer.transport.pendingBytes) byTransport[viewer.transport.kind]++;
     }
     return byTransport;
+  }
+
+  [Symbol.iterator](): IterableIterator<Viewer> {
+    return this.viewers.values();
   }
 
   closeAll(reason: CloseReason): void {

@@ -40,9 +40,18 @@ function withoutVideoDefaultDuration(tracks: Buffer): Buffer {
     forEachChild(entry, bodyStart(entry), entry.length, (childId, s, e) => {
       if (childId === ID.TrackType && readUint(entry, s, e) === 1) video = true;
     });
-    return video ? withoutChild(entry, ID.DefaultDuration) : entry;
+    if (!video) return entry;
+    // The normalizer writes video frames without their BlockAdditions (where alpha planes
+    // travel), so the track must not promise alpha: WebKit fails such a stream ("Cannot
+    // handle streams without an initial alpha buffer"; Chromium's MediaRecorder sets AlphaMode).
+    return rebuildChildren(entry, (childId, child) =>
+      childId === ID.DefaultDuration ? null : childId === ID.Video ? withoutChild(child, ALPHA_MODE) : child,
+    );
   });
 }
+
+/** Video > AlphaMode: the frames' BlockAdditions carry an alpha plane. */
+const ALPHA_MODE = 0x53c0;
 
 /** A copy of a master element without its children of one ID. */
 function withoutChild(element: Buffer, dropId: number): Buffer {

@@ -1,5 +1,6 @@
 import type { WebmBlock, WebmHeader } from '../webm/splitter.js';
 import { buildInitSegment, sameTracks, type InitSegment } from './init-segment.js';
+import { rewriteBlock, videoBlockGroup } from './block-writer.js';
 
 /** What the normalizer emits: one canonical live stream. */
 export interface NormalizedStream {
@@ -9,6 +10,8 @@ export interface NormalizedStream {
   cluster(bytes: Buffer, timecode: number, keyframe: boolean): void;
   /** A block of the current cluster, its relative timecode rewritten. */
   block(parts: Buffer[], track: number, timecode: number, keyframe: boolean): void;
+  /** Blocks went out outside an ingest read (a held frame let go by its timer): send them. */
+  flush?(): void;
 }
 
 export interface NormalizerOptions {
@@ -16,9 +19,19 @@ export interface NormalizerOptions {
   reorderWindowMs: number;
   /** Cluster length for streams without video, in ms. */
   audioClusterMs: number;
+  /**
+   * Longest a video frame waits for the next one, in ms, of wall-clock time (a producer
+   * that sends only video, at a variable frame rate) and of stream time (blocks of other
+   * tracks wait behind it). Each frame is held until the next one arrives so that its
+   * duration can reach it: this costs one frame interval of latency. A frame let go by
+   * this bound lasts until the time the stream has reached.
+   */
+  maxFrameHoldMs: number;
+  /** false: video frames go out as soon as the tracks are in order, without durations (a stream with holes wherever frames are missing; for comparison). */
+  holdVideoFrames: boolean;
 }
 
-export const DEFAULT_NORMALIZER_OPTIONS: NormalizerOptions = { reorderWindowMs: 500, audioClusterMs: 1000 };
+export const DEFAULT_NORMALIZER_OPTIONS: NormalizerOptions = { reorderWindowMs: 500, audioClusterMs: 1000, maxFrameHoldMs: 1000, holdVideoFrames: true };
 
 export interface NormalizerStats {
   blocks: number;
@@ -31,6 +44,8 @@ export interface NormalizerStats {
   dropped: number;
   /** Producers whose header matched the running stream, continued without a new init segment. */
   seamlessRestarts: number;
+  /** Video frames let go before the next frame was known (hold bound, producer end): their duration is a guess. */
+  guessedDurations: number;
 }
 
 /** Relative block timecodes are signed 16-bit: a cluster can span at most this many ticks. */
@@ -40,6 +55,10 @@ interface PendingBlock {
   block: WebmBlock;
   /** Output timestamp, in ticks. */
   time: number;
+  /** performance.now() when it came in: bounds how long a video frame waits for the next. */
+  arrived: number;
+  /** The latest timestamp of any track when it came in: how far the stream has moved on since. */
+  streamAtArrival: number;
 }
 
 /**
@@ -50,10 +69,15 @@ interface PendingBlock {
  * block's timecode are.
  */
 export class Normalizer {
-  readonly stats: NormalizerStats = { blocks: 0, clusters: 0, reordered: 0, clamped: 0, dropped: 0, seamlessRestarts: 0 };
+  readonly stats: NormalizerStats = { blocks: 0, clusters: 0, reordered: 0, clamped: 0, dropped: 0, seamlessRestarts: 0, guessedDurations: 0 };
   private readonly options: NormalizerOptions;
   private current: InitSegment | null = null;
   private videoTracks = new Set<number>();
+  /** Opus and Vorbis tracks: every frame is a keyframe, whatever the producer's flags say. */
+  private keyframeAudioTracks = new Set<number>();
+  private holdTimer: NodeJS.Timeout | null = null;
+  /** Latest timestamp fed in, of any track. */
+  private newestInput = -Infinity;
   private ticksPerMs = 1;
 
   /** Added to a producer's timestamps; fixed by the first block after each new header. */
@@ -87,6 +111,9 @@ export class Normalizer {
     } else {
       this.current = next;
       this.videoTracks = new Set(next.info.tracks.filter((t) => t.kind === 'video').map((t) => t.number));
+      this.keyframeAudioTracks = new Set(
+        next.info.tracks.filter((t) => t.kind === 'audio' && (t.codecId === 'A_OPUS' || t.codecId === 'A_VORBIS')).map((t) => t.number),
+      );
       this.ticksPerMs = 1_000_000 / next.info.timecodeScale;
       this.out.init(next);
     }
@@ -94,6 +121,7 @@ export class Normalizer {
     this.waitForKeyframe = true;
     this.clusterTime = -1;
     this.latestByTrack.clear();
+    this.newestInput = -Infinity;
   }
 
   block(block: WebmBlock): void {
@@ -109,36 +137,107 @@ export class Normalizer {
     let at = pending.length;
     while (at > 0 && pending[at - 1].time > time) at--;
     if (at < pending.length) this.stats.reordered++;
-    pending.splice(at, 0, { block, time });
+    this.newestInput = Math.max(this.newestInput, time);
+    pending.splice(at, 0, { block, time, arrived: performance.now(), streamAtArrival: this.newestInput });
     this.latestByTrack.set(block.track, Math.max(time, this.latestByTrack.get(block.track) ?? -Infinity));
     this.release();
   }
 
   /** Lets every held block go: the producer has ended, or a new one begins. */
   flush(): void {
-    for (const p of this.pending) this.emit(p);
+    this.stopHoldTimer();
+    const pending = this.pending;
+    for (let i = 0; i < pending.length; i++) this.emit(pending[i], this.options.holdVideoFrames ? this.durationOf(pending, i, true) : undefined);
     this.pending = [];
     this.latestByTrack.clear();
   }
 
-  private release(): void {
+  /**
+   * Lets out the blocks that are in order: every track has passed them, or they are older
+   * than the reorder window. A video frame also waits for the next frame of its track
+   * (its duration must reach it), at most `maxFrameHoldMs`; blocks behind it wait too,
+   * so that the output stays in timestamp order.
+   */
+  private release(wallNow = performance.now()): number {
+    this.stopHoldTimer();
     let safe = Infinity;
     for (const t of this.latestByTrack.values()) safe = Math.min(safe, t);
     const pending = this.pending;
+    if (pending.length === 0) return 0;
     const newest = pending[pending.length - 1].time;
     const horizon = newest - this.options.reorderWindowMs * this.ticksPerMs;
+    const holdHorizon = newest - this.options.maxFrameHoldMs * this.ticksPerMs;
     let n = 0;
-    while (n < pending.length && (pending[n].time <= safe || pending[n].time < horizon)) this.emit(pending[n++]);
+    while (n < pending.length && (pending[n].time <= safe || pending[n].time < horizon)) {
+      const p = pending[n];
+      let duration: number | undefined;
+      if (this.options.holdVideoFrames && this.videoTracks.has(p.block.track)) {
+        // (A timer may fire a little before performance.now() says it is due.)
+        const overdue = p.time < holdHorizon || wallNow - p.arrived >= this.options.maxFrameHoldMs - 2;
+        duration = this.durationOf(pending, n, overdue);
+        if (duration === undefined && !overdue) break;
+      }
+      this.emit(p, duration);
+      n++;
+    }
     if (n > 0) pending.splice(0, n);
+    const held = pending[0];
+    if (held && this.options.holdVideoFrames && this.videoTracks.has(held.block.track)) {
+      const wait = Math.max(1, held.arrived + this.options.maxFrameHoldMs - wallNow);
+      this.holdTimer = setTimeout(() => {
+        this.holdTimer = null;
+        if (this.release() > 0) this.out.flush?.();
+      }, wait);
+      this.holdTimer.unref();
+    }
+    return n;
   }
 
-  private emit({ block, time: wanted }: PendingBlock): void {
+  /**
+   * Duration in ticks of the pending video frame at `index`: up to the next frame of its
+   * track, when that is known. Otherwise, when `guess`, how long the track has been
+   * silent since this frame came in, in stream time (other tracks went on) or wall-clock
+   * time (nothing came), and at least the last frame spacing; else undefined. A video
+   * track that lags its audio arrives "old" but has not been silent: it gets one spacing.
+   */
+  private durationOf(pending: PendingBlock[], index: number, guess: boolean): number | undefined {
+    const p = pending[index];
+    if (!this.videoTracks.has(p.block.track)) return undefined;
+    // Where the next frame of the track will go out: the blocks before it may move it forward.
+    const start = this.outputTime(p);
+    let last = start;
+    const lastByTrack = new Map([[p.block.track, start]]);
+    for (let i = index + 1; i < pending.length; i++) {
+      const { block, time } = pending[i];
+      const out = Math.max(time, last, (lastByTrack.get(block.track) ?? this.lastTimeByTrack.get(block.track) ?? -1) + 1);
+      if (block.track === p.block.track) return Math.max(1, out - start);
+      last = out;
+      lastByTrack.set(block.track, out);
+    }
+    if (!guess) return undefined;
+    this.stats.guessedDurations++;
+    const silentStream = this.newestInput - Math.max(p.time, p.streamAtArrival);
+    const silentWall = (performance.now() - p.arrived) * this.ticksPerMs;
+    return Math.max(1, Math.round(Math.max(this.frameTicks || 33 * this.ticksPerMs, silentStream, silentWall)));
+  }
+
+  /** The timestamp `emit` will give a block: never before a block already sent. */
+  private outputTime({ block, time }: PendingBlock): number {
+    return Math.max(time, this.lastTime, 0, (this.lastTimeByTrack.get(block.track) ?? -1) + 1);
+  }
+
+  private stopHoldTimer(): void {
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+  }
+
+  private emit(pendingBlock: PendingBlock, duration?: number): void {
+    const { block, time: wanted } = pendingBlock;
     // Never before zero (the first producer's first blocks may be: lastTime starts at -1),
     // never before a block already sent, and after the track's last block: a track whose
     // blocks come more than the reorder window behind the others (a video encoder
     // lagging its audio) is moved forward frame by frame, not piled on one timestamp.
-    const previous = this.lastTimeByTrack.get(block.track) ?? -1;
-    const time = Math.max(wanted, this.lastTime, 0, previous + 1);
+    const time = this.outputTime(pendingBlock);
     if (time !== wanted) this.stats.clamped++;
     // A Cluster Timecode is an unsigned 64-bit integer; past 2^53 a number is not exact. Such a block is bad data.
     if (time > Number.MAX_SAFE_INTEGER) {
@@ -156,6 +255,7 @@ export class Normalizer {
     } else if (time - this.clusterTime > MAX_RELATIVE_TIMECODE) {
       this.startCluster(time, false);
     }
+    const previousVideoTime = this.lastVideoTime;
     this.lastTime = time;
     this.lastTimeByTrack.set(block.track, time);
     if (isVideo) {
@@ -163,7 +263,13 @@ export class Normalizer {
       this.lastVideoTime = time;
     }
     this.stats.blocks++;
-    this.out.block(rewriteTimecode(block, time - this.clusterTime), block.track, time, block.keyframe);
+    const relative = time - this.clusterTime;
+    const audioKeyframe = this.keyframeAudioTracks.has(block.track);
+    const parts =
+      isVideo && duration !== undefined
+        ? videoBlockGroup(block, relative, duration, block.keyframe ? null : Math.max(1, time - previousVideoTime))
+        : rewriteBlock(block, relative, audioKeyframe);
+    this.out.block(parts, block.track, time, block.keyframe || audioKeyframe);
   }
 
   private startCluster(time: number, keyframe: boolean): void {
@@ -183,24 +289,4 @@ export function clusterHeader(timecode: number): Buffer {
   out[13] = 0x88;
   out.writeBigUInt64BE(BigInt(timecode), 14);
   return out;
-}
-
-/** The block's parts with a fresh copy of the bytes up to and including its 16-bit relative timecode. */
-function rewriteTimecode(block: WebmBlock, relative: number): Buffer[] {
-  const headLength = block.timecodeOffset + 2;
-  const head = Buffer.allocUnsafe(headLength);
-  const parts: Buffer[] = [head];
-  let filled = 0;
-  for (const part of block.parts) {
-    if (filled >= headLength) {
-      parts.push(part);
-      continue;
-    }
-    const take = Math.min(part.length, headLength - filled);
-    part.copy(head, filled, 0, take);
-    filled += take;
-    if (take < part.length) parts.push(part.subarray(take));
-  }
-  head.writeInt16BE(relative, block.timecodeOffset);
-  return parts;
 }

@@ -83,14 +83,16 @@ export function webSocketOriginAllowed(access: AccessConfig, req: http.IncomingM
   if (!origin) return true;
   const list = access.allowOrigins ?? [];
   if (list.includes('*') || list.includes(origin)) return true;
-  let host: string;
+  let url: URL;
   try {
-    host = new URL(origin).host;
+    url = new URL(origin);
   } catch {
     return false;
   }
+  // A proxy may pass on the host without its port (nginx `proxy_set_header Host $host`).
+  const sameHost = (header: string) => header !== '' && (url.host === header || (!header.includes(':') && url.hostname === header));
   const forwarded = String(req.headers['x-forwarded-host'] ?? '').split(',')[0].trim();
-  return host === req.headers.host || (forwarded !== '' && host === forwarded);
+  return sameHost(req.headers.host ?? '') || sameHost(forwarded);
 }
 
 /** `Content-Security-Policy` of the player page: who may frame it. */

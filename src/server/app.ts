@@ -19,6 +19,8 @@ export interface ServerOptions {
   wsMaxPayloadBytes: number;
   /** Prometheus text for /metrics. */
   metrics: () => Promise<{ contentType: string; body: string }>;
+  /** Why /healthz must fail even while streams are live (draining), or null. */
+  unhealthy?: () => string | null;
 }
 
 /** What the server needs of the relay. */
@@ -52,6 +54,12 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // Every answer says whether a cache may keep it: by default nothing here may be kept
+  // (state, errors, the streams); the player's files and pages override this.
+  app.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
   const playerPage = playerPageTemplate(options.publicDir, 'index.html');
   const publishPage = playerPageTemplate(options.publicDir, 'publish.html');
   const gate = new AccessGate(new FailureThrottle());
@@ -134,11 +142,16 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     if (!onlyStream) return next();
     void servePlayer(relay.streams.get(onlyStream)!, req, res, './');
   });
+  // A cache answering 200 for a dead relay would hide it from every load balancer behind it: no-store.
   app.get('/healthz', (_req, res) => {
+    const unhealthy = options.unhealthy?.() ?? null;
+    if (unhealthy) return textReply(res, 503, unhealthy);
     // Live while any stream is: a load balancer sends viewers to a relay that has something to show.
     const live = [...relay.streams.values()].filter((s) => s.live).map((s) => s.name);
+    // An edge says why its upstream is not delivering.
+    const troubles = [...relay.streams.values()].map((s) => s.upstreamTrouble).filter((t) => t !== null);
     res.status(live.length > 0 ? 200 : 503).set('Cache-Control', 'no-store').type('text/plain');
-    res.send(live.length > 0 ? `live: ${live.join(' ')}\n` : 'no stream\n');
+    res.send(live.length > 0 ? `live: ${live.join(' ')}\n` : `no stream${troubles.length ? `: ${troubles.join('; ')}` : ''}\n`);
   });
   app.get('/api/stats', (_req, res) => {
     res.set('Cache-Control', 'no-store').json(relay.stats());
@@ -158,7 +171,16 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     res.set('Cache-Control', 'no-store').type(contentType).send(body);
   });
   app.get('/', (_req, res) => res.set('Cache-Control', 'no-cache').sendFile(path.join(options.publicDir, 'streams.html')));
-  app.use(express.static(options.publicDir, { index: false, dotfiles: 'ignore', fallthrough: true }));
+  // The player's files change only with a new release: caches may keep them, asking first.
+  app.use(
+    express.static(options.publicDir, {
+      index: false,
+      dotfiles: 'ignore',
+      fallthrough: true,
+      cacheControl: false,
+      setHeaders: (res) => res.setHeader('Cache-Control', 'no-cache'),
+    }),
+  );
   app.use((_req, res) => textReply(res, 404, 'not found'));
 
   const server = http.createServer(app);
@@ -191,6 +213,8 @@ function watch(stream: Stream, req: Request, res: Response): void {
   res.status(200).set({
     'Content-Type': 'video/webm',
     'Cache-Control': 'no-store',
+    // nginx passes each chunk on at once instead of buffering it (200-300 ms measured on audio).
+    'X-Accel-Buffering': 'no',
     'Accept-Ranges': 'none',
     'X-Content-Type-Options': 'nosniff',
     // The response lasts as long as the stream: when it ends, so does the connection.

@@ -53,6 +53,14 @@ const webSocketMessages = new FrameCache((length) => {
 }, Buffer.alloc(0));
 
 /**
+ * An EBML Void element (ID 0xEC, one byte of payload): every WebM reader skips it,
+ * at Segment level and inside a Cluster alike, so it can go between any two elements.
+ * Sent as one HTTP chunk of its own while the stream is idle.
+ */
+const KEEPALIVE_VOID = Buffer.from([0xec, 0x81, 0x00]);
+const KEEPALIVE_CHUNK = Buffer.concat([Buffer.from('3\r\n'), KEEPALIVE_VOID, Buffer.from('\r\n')]);
+
+/**
  * `GET /live.webm`: one long chunked response. A `<video>` cannot take a second header.
  *
  * Once the response head is out, media goes straight to the socket: one write per
@@ -64,6 +72,8 @@ export class HttpTransport implements ViewerTransport {
   /** Set once the head is sent and the socket is this response's alone. */
   private socket: Socket | null = null;
   private chunked = true;
+  /** The init segment is out: from here on the body is a sequence of whole elements. */
+  private started = false;
 
   constructor(private readonly response: ServerResponse) {}
 
@@ -81,7 +91,16 @@ export class HttpTransport implements ViewerTransport {
   sendInit(init: VersionedInit, replacing: boolean): boolean {
     if (replacing) return false;
     this.send(init.segment.bytes);
+    this.started = true;
     return true;
+  }
+
+  keepAlive(): void {
+    // Before the init segment nothing may precede the EBML header.
+    if (!this.started) return;
+    const socket = this.socket ?? this.takeSocket();
+    if (!socket) this.response.write(KEEPALIVE_VOID);
+    else socket.write(this.chunked ? KEEPALIVE_CHUNK : KEEPALIVE_VOID);
   }
 
   /** Sends the head, then returns the socket if bytes may be written to it directly. */
@@ -145,6 +164,11 @@ export class WebSocketTransport implements ViewerTransport {
     this.ws.send(JSON.stringify(describeStream(this.name, init)));
     this.ws.send(init.segment.bytes, { binary: true });
     return true;
+  }
+
+  keepAlive(): void {
+    // A control frame: proxies see traffic, the player's MediaSource sees nothing.
+    if (this.ws.readyState === this.ws.OPEN) this.ws.ping();
   }
 
   close(reason: CloseReason): void {

@@ -41,6 +41,9 @@ export function encoderArgs(settings: EncoderSettings, ingestPort: number): stri
       ...sourceTokens('--audio-source', settings.audioSource),
       '!', 'audioconvert', '!', 'audioresample',
       '!', 'queue', 'max-size-time=200000000', 'leaky=downstream',
+      // What the leaky queue dropped on a busy machine comes back as silence: a gap in the
+      // audio track would be a hole in every browser's `buffered`, a stall.
+      '!', 'audiorate', 'skip-to-first=true', 'tolerance=10000000',
       '!', ...audioEncoder,
       '!', 'queue',
       '!', 'mux.',

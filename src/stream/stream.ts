@@ -173,6 +173,10 @@ export class Stream {
       const event = { parts, track, timecode, keyframe, video: this.videoTracks.has(track), size };
       for (const sink of this.sinks) sink.block(event);
     },
+    // A video frame the normalizer held for its successor and let go by its timer, outside an ingest read.
+    flush: () => {
+      for (const sink of this.sinks) sink.flush();
+    },
   };
 
   /** Opens the stream's producer side: binds its ingest port, spawns its encoder, starts pulling. */
@@ -200,7 +204,7 @@ export class Stream {
         process.stdin.once('end', () => log.info(`${this.name}: standard input ended`));
         break;
       case 'pull':
-        this.pull = new UpstreamPull(producer.url, this.attach);
+        this.pull = new UpstreamPull(producer.url, this.attach, { readTimeoutMs: this.config.limits.upstreamTimeoutMs });
         this.pull.start();
         break;
       case 'publish':
@@ -268,7 +272,13 @@ export class Stream {
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
       accessFailures: { ...this.accessFailures },
+      upstream: this.pull?.stats() ?? null,
     };
+  }
+
+  /** Edge: why the upstream is not delivering, for /healthz; null when it is (or for other producers). */
+  get upstreamTrouble(): string | null {
+    return this.pull?.trouble ?? null;
   }
 }
 

@@ -188,6 +188,8 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     await page.goto(`${relay.url}/?back=2`);
     await waitPlaying(page);
     // The same backlog as a tab that was in the background: the stream went on, the picture did not.
+    // A person's pause comes with a click (the browser's video menu): click, then pause.
+    await page.locator('h1').click();
     await page.$eval('video', (v) => (v as HTMLVideoElement).pause());
     const play = page.getByRole('button', { name: 'Play' });
     await play.waitFor({ state: 'visible', timeout: 2000 });
@@ -210,6 +212,19 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     expect(s2.currentTime - start, detail).to.be.below(4.5);
     expect(s2.lag, detail).to.be.below(1.5);
     console.log(`      after 4 s paused: within 1 s of live ${caughtUpMs} ms after Play (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
+  });
+
+  it('a pause that did not come from a click or key (an autoplay policy, a script) is undone', async function () {
+    context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${relay.url}/`);
+    await waitPlaying(page);
+    await sleep(1500);
+    await page.$eval('video', (v) => (v as HTMLVideoElement).pause());
+    await page.waitForFunction(() => !document.querySelector('video')!.paused, null, { timeout: 3000, polling: 50 });
+    const s = await playerSnapshot(page);
+    expect(s.unexpectedPauses, JSON.stringify(s)).to.equal(1);
+    expect(s.state).to.equal('playing');
   });
 
   it('evicts and retries when an append hits QuotaExceededError (simulated once), and plays on', async function () {

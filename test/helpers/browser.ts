@@ -31,6 +31,17 @@ export interface PlayerSnapshot {
   height: number;
   bitrate: number;
   lag: number;
+  /** The latency controller's current target behind live, s (rises after stalls). */
+  targetLatency: number;
+  /** 'rate' while playbackRate catches up, 'seek' where it does not work (WebKit). */
+  latencyMode: 'rate' | 'seek';
+  latencyModeReason: string;
+  catchUpSeeks: number;
+  /** Times the relay skipped media for a slow link (holes jumped after the start), and seconds skipped. */
+  skips: number;
+  skippedSeconds: number;
+  unexpectedPauses: number;
+  unexpectedUnmutes: number;
   currentTime: number;
   playbackRate: number;
   bufferedSeconds: number;

@@ -29,7 +29,8 @@ export interface RawRelay {
 export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: 'pipe' | 'ignore' = 'ignore'): RawRelay {
   const startedAt = Date.now();
   const child = spawn(process.execPath, [CLI, '--port', '0', '--host', '127.0.0.1', ...args], {
-    env: { ...process.env, WEBM_RELAY_LOG: 'debug', ...env },
+    // No drain on SIGTERM unless a test asks for one (--drain): most tests stop relays with viewers attached.
+    env: { ...process.env, WEBM_RELAY_LOG: 'debug', WEBM_RELAY_DRAIN: '0', ...env },
     stdio: [stdin, 'ignore', 'pipe'],
   });
   let log = '';
@@ -45,12 +46,14 @@ export function spawnRelay(args: string[], env: NodeJS.ProcessEnv = {}, stdin: '
 export async function startRelay(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningRelay> {
   const { process: child, log, exited } = spawnRelay(args, env, 'pipe');
   const port = await new Promise<number>((resolve, reject) => {
-    // Generous: on a machine loaded by other test processes, starting node alone can take seconds.
-    // A relay that did not start is killed, so that it cannot go on loading the machine.
+    // A relay that never got to serve must not outlive the test: left running, it and its
+    // encoder load the machine for every test after it (on an overloaded machine that
+    // snowballs). SIGTERM stops its encoder too; SIGKILL if that hangs.
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`relay did not start within 30 s:\n${log()}`));
-    }, 30_000);
+      child.kill('SIGTERM');
+      setTimeout(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'), 3000).unref();
+      reject(new Error(`relay did not start within 20 s:\n${log()}`));
+    }, 20_000);
     const onData = () => {
       const match = /serving http:\/\/[^:]+:(\d+)\//.exec(log());
       if (match) {

@@ -10,6 +10,7 @@ class RecordingTransport implements ViewerTransport {
   received: Buffer[] = [];
   pendingBytes = 0;
   closed: string | null = null;
+  keepAlives = 0;
   send(data: Buffer): void {
     this.received.push(data);
   }
@@ -17,6 +18,9 @@ class RecordingTransport implements ViewerTransport {
     if (replacing) return false;
     this.received.push(init.segment.bytes);
     return true;
+  }
+  keepAlive(): void {
+    this.keepAlives++;
   }
   close(reason: string): void {
     this.closed = reason;
@@ -141,5 +145,25 @@ describe('hub', () => {
     } finally {
       other.close('shutdown');
     }
+  });
+
+  it('after --producer-grace, a producer with the same tracks makes the stream live again without a new init segment', async () => {
+    hub = new Hub({ producerGraceMs: 20 });
+    hub.initChanged({ segment: INIT, version: 1 });
+    hub.producerStarted();
+    frame(hub, 100, true);
+    const first = new RecordingTransport();
+    hub.add(first);
+    hub.producerEnded();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(first.closed, 'viewers let go after the grace').to.equal('noProducer');
+    expect(hub.live).to.equal(false);
+    // The normalizer sends no init segment for a producer whose tracks match the last one's.
+    hub.producerStarted();
+    expect(hub.live).to.equal(true);
+    const next = new RecordingTransport();
+    hub.add(next);
+    frame(hub, 50, true);
+    expect(next.received.map((b) => b.length), 'the kept init segment, then the new keyframe').to.deep.equal([4, 7 + 50]);
   });
 });

@@ -1,0 +1,168 @@
+import type { WebmBlock } from '../webm/splitter.js';
+import { ID } from '../webm/ids.js';
+import { vintLength } from '../webm/vint.js';
+
+/** SimpleBlock flags: keyframe and discardable exist only there; a Block's are reserved (0). */
+const SIMPLE_KEYFRAME = 0x80;
+const SIMPLE_ONLY_FLAGS = 0x81;
+
+/**
+ * A block written again with a new relative timecode. Only the bytes up to the flags
+ * byte are copied; the frame data stays a slice of what the producer sent.
+ * `setKeyframe`: set the SimpleBlock keyframe flag (every Opus and Vorbis frame is one,
+ * and players such as mpv call a stream broken when audio frames lack it).
+ */
+export function rewriteBlock(block: WebmBlock, relative: number, setKeyframe = false): Buffer[] {
+  const headLength = block.timecodeOffset + 3;
+  const [head, rest] = splitHead(block.parts, headLength);
+  head.writeInt16BE(relative, block.timecodeOffset);
+  if (setKeyframe && block.kind === 'simple') head[headLength - 1] |= SIMPLE_KEYFRAME;
+  return [head, ...rest];
+}
+
+/**
+ * A video frame as a BlockGroup with a BlockDuration that reaches the next frame, so a
+ * browser's MSE never sees a gap between frames (a gap of more than two frame durations
+ * is a discontinuity: everything up to the next keyframe is dropped, a hole in
+ * `buffered`). A frame that is not a keyframe gets a ReferenceBlock pointing at the
+ * previous frame (`referenceTicks` back), which is how a BlockGroup says "not a keyframe".
+ */
+export function videoBlockGroup(block: WebmBlock, relative: number, durationTicks: number, referenceTicks: number | null): Buffer[] {
+  let blockBodyStart: number;
+  let blockBodyEnd: number;
+  let parts = block.parts;
+  if (block.kind === 'simple') {
+    blockBodyStart = 1 + vintLength(byteAt(parts, 1));
+    blockBodyEnd = block.size;
+  } else {
+    // Rare (GStreamer and ffmpeg write SimpleBlocks for video): copy the group to find its Block.
+    const whole = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    parts = [whole];
+    const found = findChild(whole, ID.Block);
+    if (!found) return rewriteBlock(block, relative);
+    [blockBodyStart, blockBodyEnd] = found;
+  }
+  const flagsAt = block.timecodeOffset + 2;
+  const frame = sliceParts(parts, flagsAt + 1, blockBodyEnd);
+  const frameLength = blockBodyEnd - flagsAt - 1;
+
+  // Track number as the producer wrote it, new relative timecode, Block flags (lacing, invisible).
+  const blockHead = Buffer.alloc(flagsAt + 1 - blockBodyStart);
+  copyRange(parts, blockBodyStart, flagsAt + 1, blockHead);
+  blockHead.writeInt16BE(relative, blockHead.length - 3);
+  blockHead[blockHead.length - 1] &= ~SIMPLE_ONLY_FLAGS & 0xff;
+
+  const blockSize = blockHead.length + frameLength;
+  const tail = [uintElement(ID.BlockDuration, Math.max(1, Math.round(durationTicks)))];
+  if (referenceTicks !== null) tail.push(intElement(ID.ReferenceBlock, -Math.max(1, Math.round(referenceTicks))));
+  const tailBytes = Buffer.concat(tail);
+  const blockHeader = Buffer.concat([Buffer.from([0xa1]), sizeVint(blockSize)]);
+  const groupSize = blockHeader.length + blockSize + tailBytes.length;
+  const head = Buffer.concat([Buffer.from([0xa0]), sizeVint(groupSize), blockHeader, blockHead]);
+  return [head, ...frame, tailBytes];
+}
+
+/** Total bytes of a list of slices. */
+export function partsLength(parts: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
+
+function splitHead(parts: readonly Buffer[], headLength: number): [Buffer, Buffer[]] {
+  const head = Buffer.allocUnsafe(headLength);
+  copyRange(parts, 0, headLength, head);
+  return [head, sliceParts(parts, headLength, partsLength(parts))];
+}
+
+function byteAt(parts: readonly Buffer[], index: number): number {
+  let i = index;
+  for (const part of parts) {
+    if (i < part.length) return part[i];
+    i -= part.length;
+  }
+  return 0;
+}
+
+/** Copies bytes [start, end) of the slices into `target`. */
+function copyRange(parts: readonly Buffer[], start: number, end: number, target: Buffer): void {
+  let base = 0;
+  let written = 0;
+  for (const part of parts) {
+    const from = Math.max(start - base, 0);
+    const to = Math.min(end - base, part.length);
+    if (from < to) written += part.copy(target, written, from, to);
+    base += part.length;
+    if (base >= end) break;
+  }
+}
+
+/** Bytes [start, end) of the slices, as views (no copy). */
+function sliceParts(parts: readonly Buffer[], start: number, end: number): Buffer[] {
+  const out: Buffer[] = [];
+  let base = 0;
+  for (const part of parts) {
+    const from = Math.max(start - base, 0);
+    const to = Math.min(end - base, part.length);
+    if (from < to) out.push(from === 0 && to === part.length ? part : part.subarray(from, to));
+    base += part.length;
+    if (base >= end) break;
+  }
+  return out;
+}
+
+/** [dataStart, dataEnd) of the first child with `id` inside a BlockGroup element. */
+function findChild(group: Buffer, id: number): [number, number] | null {
+  let pos = 1 + vintLength(group[1]);
+  while (pos < group.length) {
+    const idLength = vintLength(group[pos]);
+    if (idLength === 0 || idLength > 4) return null;
+    let childId = 0;
+    for (let i = 0; i < idLength; i++) childId = childId * 256 + group[pos + i];
+    const sizeAt = pos + idLength;
+    const sizeLength = vintLength(group[sizeAt]);
+    if (sizeLength === 0) return null;
+    let size = group[sizeAt] & (0xff >> sizeLength);
+    for (let i = 1; i < sizeLength; i++) size = size * 256 + group[sizeAt + i];
+    const dataStart = sizeAt + sizeLength;
+    const dataEnd = dataStart + size;
+    if (dataEnd > group.length) return null;
+    if (childId === id) return [dataStart, dataEnd];
+    pos = dataEnd;
+  }
+  return null;
+}
+
+/** An EBML element size in the fewest bytes (all-ones values are reserved for "unknown"). */
+function sizeVint(value: number): Buffer {
+  let length = 1;
+  while (length < 8 && value >= 2 ** (7 * length) - 1) length++;
+  const out = Buffer.alloc(length);
+  let v = value;
+  for (let i = length - 1; i >= 0; i--) {
+    out[i] = v % 256;
+    v = Math.floor(v / 256);
+  }
+  out[0] |= 0x80 >> (length - 1);
+  return out;
+}
+
+function uintElement(id: number, value: number): Buffer {
+  const bytes: number[] = [];
+  let v = value;
+  do {
+    bytes.unshift(v % 256);
+    v = Math.floor(v / 256);
+  } while (v > 0);
+  return Buffer.from([id, 0x80 | bytes.length, ...bytes]);
+}
+
+/** A signed integer element of 1-4 bytes, ID of one byte. */
+function intElement(id: number, value: number): Buffer {
+  const length = value >= -0x80 && value < 0x80 ? 1 : value >= -0x8000 && value < 0x8000 ? 2 : 4;
+  const out = Buffer.alloc(2 + length);
+  out[0] = id;
+  out[1] = 0x80 | length;
+  out.writeIntBE(value, 2, length);
+  return out;
+}
