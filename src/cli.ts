@@ -2,11 +2,21 @@
 import { helpText, parseConfig } from './config/flags.js';
 import { ConfigError } from './config/options.js';
 import { logger } from './log.js';
-import { Relay } from './relay.js';
+import { signLinks } from './sign.js';
 
 const log = logger('relay');
 
 async function main(): Promise<number> {
+  if (process.argv[2] === 'sign') {
+    try {
+      process.stdout.write(`${signLinks(process.argv.slice(3)).join('\n')}\n`);
+      return 0;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      process.stderr.write(`webm-relay sign: ${error.message}\n`);
+      return 2;
+    }
+  }
   let config;
   try {
     config = parseConfig(process.argv.slice(2));
@@ -22,6 +32,8 @@ async function main(): Promise<number> {
     return 0;
   }
 
+  // Loaded only to run: `sign` and `--help` start without express and the rest.
+  const { Relay } = await import('./relay.js');
   const relay = new Relay(config);
   let stopping = false;
   const stop = async (why: string, code: number, drainMs = 0) => {

@@ -60,5 +60,18 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   counter('segment_not_found_total', 'Segment URLs answered 404 (junk, too far ahead, out of the window, old epoch)', (s) => s.segments.requests.notFound);
   counter('upstream_read_timeouts_total', 'Edge: upstream connections dropped for sending nothing for --upstream-timeout', (s) => s.upstream?.readTimeouts ?? 0);
   counter('upstream_connects_total', 'Edge: connections to the upstream that delivered a stream', (s) => s.upstream?.connects ?? 0);
+  new Counter({
+    name: 'webm_relay_access_failures_total',
+    help: 'Credentials refused (missing, wrong or expired), by who presented them: read (viewers) or publish',
+    labelNames: ['stream', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const s of snapshot()) {
+        this.inc({ stream: s.name, kind: 'read' }, s.accessFailures.read);
+        this.inc({ stream: s.name, kind: 'publish' }, s.accessFailures.publish);
+      }
+    },
+  });
   return registry;
 }

@@ -67,9 +67,57 @@ export const CLOSE_REASONS = {
   full: { ws: 1013, http: 503, text: 'too many viewers' },
   /** No stream of that name. */
   unknownStream: { ws: 4404, http: 404, text: 'no such stream' },
+  /** The stream is not open and no credentials came (read: token or signed; a publisher without its token). */
+  unauthorized: { ws: 4401, http: 401, text: 'this stream needs a token or a signed link' },
+  /** Wrong token, bad signature or an expired link. */
+  forbidden: { ws: 4403, http: 403, text: 'wrong token, bad signature or expired link' },
+  /** The page's Origin is not on the stream's allow-origins (refused in the WebSocket handshake). */
+  originRefused: { ws: 4403, http: 403, text: 'this origin may not embed the stream' },
+  /** Too many failed attempts from this address are waiting: try later. */
+  throttled: { ws: 4429, http: 429, text: 'too many failed attempts: try again later' },
 } as const satisfies Record<string, { ws: number; http: number; text: string }>;
 
 export type CloseReason = keyof typeof CLOSE_REASONS;
+
+/**
+ * The publish WebSocket `/<name>/publish`: the publisher presents the stream's token
+ * (`?token=` or, better, as its first message `{"type":"auth","token":...}`), then
+ * sends its live WebM as binary messages, each at most the stream's max-element-size.
+ */
+export interface PublishAuthMessage {
+  type: 'auth';
+  token: string;
+}
+
+/** Relay to publisher, text: sent when the relay takes the stream, then every 2 s. */
+export interface PublishingMessage {
+  type: 'publishing';
+  /** Viewers of the stream. */
+  viewers: number;
+  /** Bytes taken from this publisher so far. */
+  bytesIn: number;
+}
+
+/** Why the relay closes a publisher's WebSocket (code per close, never inspected as text). */
+export const PUBLISH_CLOSE_REASONS = {
+  /** No token came within 10 s of opening. */
+  unauthorized: { ws: 4401, text: 'this stream needs its publish token' },
+  forbidden: { ws: 4403, text: 'wrong publish token' },
+  /** The stream has no publish token configured: it takes no published stream. */
+  notPublishable: { ws: 4405, text: 'this stream takes no published stream' },
+  /** One producer per stream: another is on. */
+  busy: { ws: 4409, text: 'another producer is publishing this stream' },
+  /** What came is not live WebM (or an element passed max-element-size). */
+  invalid: { ws: 4400, text: 'not a live WebM stream' },
+  /** Codecs no browser plays from WebM (e.g. H.264): the page should record VP8 or VP9. */
+  unplayable: { ws: 4415, text: 'codecs browsers cannot play from WebM' },
+  throttled: { ws: 4429, text: 'too many failed attempts: try again later' },
+  /** A message over the stream's max-element-size. */
+  tooLarge: { ws: 1009, text: 'message too large' },
+  shutdown: { ws: 1001, text: 'relay shutting down' },
+} as const satisfies Record<string, { ws: number; text: string }>;
+
+export type PublishCloseReason = keyof typeof PUBLISH_CLOSE_REASONS;
 
 /** One stream, as `/api/streams` lists it. */
 export interface StreamSummary {
@@ -82,8 +130,12 @@ export interface StreamSummary {
   bitrate: number;
   /** Seconds since the current producer's stream began, or null. */
   uptimeSeconds: number | null;
-  /** Relative URLs of its pages and media. */
-  urls: { player: string; webm: string; websocket: string; snapshot: string };
+  /** Who may watch: `open`, `token` or `signed`. */
+  read: 'open' | 'token' | 'signed';
+  /** Whether the one asking may watch it (its picture is left out when not). */
+  access: boolean;
+  /** Relative URLs of its pages and media; `snapshot` is null for those who may not watch. */
+  urls: { player: string; webm: string; websocket: string; snapshot: string | null; publish: string | null };
 }
 
 /** `/api/streams/<name>`: one stream in detail. */
@@ -119,6 +171,8 @@ export interface StreamStats {
   /** What the normalizer had to change in the producer's stream (src/normalizer/normalizer.ts). */
   normalizer: NormalizerStats;
   encoder: { pid: number | null; restarts: number } | null;
+  /** Credentials refused, since start: viewers' (missing, wrong or expired) and publishers'. */
+  accessFailures: { read: number; publish: number };
   encoderRestarts: number;
   /** Edge: the pull from the upstream relay (null for other producers). */
   upstream: {

@@ -9,6 +9,7 @@ import { logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import type { RelayStats } from './protocol.js';
 import { createServer } from './server/app.js';
+import type { PublishSockets } from './server/publish-socket.js';
 import { Snapshots } from './stream/snapshot.js';
 import { Stream } from './stream/stream.js';
 
@@ -22,6 +23,7 @@ export class Relay {
   readonly snapshots: Snapshots;
   private http: Server | null = null;
   private wss: WebSocketServer | null = null;
+  private publishers: PublishSockets | null = null;
   private readonly metrics: Registry;
   private readonly startedAt = Date.now();
   private stopping = false;
@@ -62,7 +64,7 @@ export class Relay {
     const config = this.config;
     // Ingest ports first, so that once "serving" is logged a producer can connect too.
     // Encoders start after, and only if no shutdown began meanwhile.
-    const { server, wss } = createServer(this, {
+    const { server, wss, publishers } = createServer(this, {
       publicDir: config.publicDir || PACKAGE_PUBLIC_DIR,
       wsMaxPayloadBytes: config.wsMaxPayloadBytes,
       metrics: async () => ({ contentType: this.metrics.contentType, body: await this.metrics.metrics() }),
@@ -70,6 +72,7 @@ export class Relay {
     });
     this.http = server;
     this.wss = wss;
+    this.publishers = publishers;
     const listeners = [...this.streams.values()].filter((s) => s.config.producer.kind === 'tcp');
     await Promise.all(listeners.map((s) => s.start()));
     await new Promise<void>((resolve, reject) => {
@@ -116,6 +119,7 @@ export class Relay {
     }
     closing.push(...[...this.streams.values()].map((s) => s.stop()));
     for (const client of this.wss?.clients ?? []) client.terminate();
+    this.publishers?.close();
     this.http?.closeAllConnections();
     this.snapshots.close();
     await Promise.all(closing);

@@ -17,10 +17,14 @@ const params = new URLSearchParams(location.search);
 const streamName = /** @type {HTMLMetaElement | null} */ (document.querySelector('meta[name="webm-relay-stream"]'))?.content || 'live';
 const wsUrl = new URL(streamName, document.baseURI);
 wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+// A protected stream's credentials (?token=, or ?exp=&sig= of a signed link) go on to the WebSocket and the picture.
+const credentials = new URLSearchParams();
+for (const key of ['token', 'exp', 'sig']) if (params.has(key)) credentials.set(key, /** @type {string} */ (params.get(key)));
+wsUrl.search = credentials.toString();
 document.title = `${streamName} · webm-relay`;
 $('title').textContent = streamName;
 // The latest keyframe as a picture until the first frame plays.
-video.poster = new URL(`${streamName}/snapshot.jpg`, document.baseURI).href;
+video.poster = new URL(`${streamName}/snapshot.jpg${wsUrl.search}`, document.baseURI).href;
 
 // Tuning from the address, e.g. /?latency=0.5&back=30: seconds behind live to aim for, seconds kept behind the playhead.
 const latency = {};

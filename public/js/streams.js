@@ -51,11 +51,16 @@ async function refresh() {
       entry.state.textContent = stream.live ? 'live' : 'offline';
       entry.state.dataset.state = stream.live ? 'playing' : 'reconnecting';
       entry.viewers.textContent = `${stream.viewers} watching`;
-      if (stream.live && now - entry.pictureAt >= PICTURE_REFRESH_MS) {
-        entry.img.src = `${stream.urls.snapshot}?t=${now}`;
+      // A protected stream the visitor may not watch is listed without its picture.
+      const picture = stream.urls.snapshot;
+      entry.item.dataset.access = String(stream.access);
+      if (!stream.access) entry.state.textContent += stream.read === 'signed' ? ' · signed link needed' : ' · token needed';
+      if (picture && stream.live && now - entry.pictureAt >= PICTURE_REFRESH_MS) {
+        entry.img.src = `${picture}?t=${now}`;
         entry.pictureAt = now;
       }
-      entry.img.hidden = !stream.live;
+      entry.img.hidden = !stream.live || !picture;
+      if (!picture) entry.img.removeAttribute('src');
     }
     updated.textContent = `${streams.length} stream${streams.length === 1 ? '' : 's'}`;
   } catch (error) {

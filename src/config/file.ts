@@ -9,6 +9,7 @@ import {
   parseTcpListen,
   parseUpstreamUrl,
   readEncoder,
+  readAccess,
   readLimits,
   readRelaySettings,
   type Lookup,
@@ -142,7 +143,8 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
         break;
       }
     }
-    streams.push({ name, producer, publishToken, limits: readLimits(lookup(values, path, streamDefaults)) });
+    const streamLookup = lookup(values, path, streamDefaults);
+    streams.push({ name, producer, publishToken, limits: readLimits(streamLookup), access: readAccess(streamLookup) });
   }
   if (streams.length === 0) throw new ConfigError(`${at(streamsEntry.node, 'streams')} names no stream`);
   return { ...relay, streams };

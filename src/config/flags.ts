@@ -9,6 +9,7 @@ import {
   parseTcpListen,
   parseUpstreamUrl,
   readEncoder,
+  readAccess,
   readLimits,
   readRelaySettings,
   type Lookup,
@@ -26,12 +27,13 @@ export function helpText(): string {
   return [
     'Usage: webm-relay [options]',
     '       webm-relay --config FILE [--port N] [--host ADDR] ...',
+    '       webm-relay sign NAME --ttl 1h [--config FILE]   (print a signed link to a read: signed stream)',
     '',
     'Encodes live sources once (GStreamer) and relays them to any number of viewers.',
     'Each stream NAME has:',
     '  http://HOST:PORT/NAME/        player page (MediaSource over WebSocket /NAME)',
     '  http://HOST:PORT/NAME.webm    the stream for a <video> tag',
-    '  /api/streams/NAME, /NAME/snapshot.jpg',
+    '  /api/streams/NAME, /NAME/snapshot.jpg, and /NAME/publish (going live from a browser) for a stream with a publish token',
     'and the relay: / (the player, or a list when there are several streams), /api/streams,',
     '/api/stats, /metrics, /healthz.',
     '',
@@ -49,6 +51,7 @@ export function helpText(): string {
 function parseProducer(text: string): ProducerConfig {
   if (text === 'encoder') return { kind: 'encoder', encoder: undefined! };
   if (text === '-') return { kind: 'stdin' };
+  if (text === 'publish') return { kind: 'publish' };
   if (/^https?:\/\//.test(text)) return { kind: 'pull', url: parseUpstreamUrl('--ingest', text) };
   if (text.startsWith('tcp://')) return { kind: 'tcp', ...parseTcpListen('--ingest', text) };
   throw new ConfigError(`--ingest must be encoder, tcp://HOST:PORT, - or http://.../NAME.webm, got "${text}"`);
@@ -96,10 +99,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   const producer = parseProducer(get('ingest').text);
   if (producer.kind === 'encoder') producer.encoder = readEncoder(get);
   const token = given('ingest-token');
+  if (producer.kind === 'publish' && !token) throw new ConfigError('--ingest publish needs --ingest-token (the publishers\' token)');
+  const access = readAccess(get);
   return {
     ...relay,
     // One stream: its limit is the relay's.
     maxViewers: limits.maxViewers,
-    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits }],
+    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
   };
 }

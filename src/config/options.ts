@@ -22,7 +22,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'config', value: 'FILE', default: '', scope: 'relay', flagOnly: true, help: 'YAML file with named streams (see webm-relay.example.yml); without it the options below describe one stream, "live"' },
   { name: 'port', value: 'N', default: '9001', scope: 'relay', help: 'HTTP and WebSocket port' },
   { name: 'host', value: 'ADDR', default: '0.0.0.0', scope: 'relay', help: 'address viewers connect to' },
-  { name: 'ingest', value: 'SRC', default: 'encoder', scope: 'stream', flagOnly: true, help: 'encoder (spawn GStreamer), tcp://HOST:PORT (listen for a producer), - (stdin), or http://RELAY/NAME.webm (edge)' },
+  { name: 'ingest', value: 'SRC', default: 'encoder', scope: 'stream', flagOnly: true, help: 'encoder (spawn GStreamer), tcp://HOST:PORT (listen for a producer), - (stdin), publish (PUT or the publish page, with --ingest-token), or http://RELAY/NAME.webm (edge)' },
   { name: 'video-source', value: 'ELEMENT', default: 'videotestsrc is-live=true pattern=smpte horizontal-speed=4', scope: 'encoder', help: 'GStreamer video source element and properties, e.g. "v4l2src device=/dev/video0"' },
   { name: 'audio-source', value: 'ELEMENT', default: 'audiotestsrc is-live=true wave=sine freq=440 volume=0.1', scope: 'encoder', help: 'GStreamer audio source element, e.g. "pulsesrc", or none' },
   { name: 'width', value: 'PX', default: '640', scope: 'encoder', help: 'video width' },
@@ -47,6 +47,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-element-size', value: 'BYTES', default: '16M', scope: 'stream', help: 'largest block accepted from a producer' },
   { name: 'ws-max-payload', value: 'BYTES', default: '4K', scope: 'relay', help: 'largest message accepted from a WebSocket client' },
   { name: 'ingest-token', value: 'SECRET', default: '', scope: 'stream', flagOnly: true, help: 'accept a producer from any host on PUT /live.webm (or PUT /ingest) with "Authorization: Bearer SECRET" (at least 16 characters; unset: off)' },
+  { name: 'read', value: 'MODE', default: 'open', scope: 'stream', help: 'who may watch: open, token (read-token as ?token= or the cookie the player page sets) or signed (links with ?exp=UNIX&sig=HMAC made with sign-key: webm-relay sign NAME)' },
+  { name: 'read-token', value: 'SECRET', default: '', scope: 'stream', help: 'the viewers\' shared token for read: token (at least 16 characters)' },
+  { name: 'sign-key', value: 'SECRET', default: '', scope: 'stream', help: 'the HMAC key of signed links for read: signed (at least 16 characters)' },
+  { name: 'allow-origins', value: 'ORIGINS', default: '', scope: 'stream', help: 'origins (space-separated, e.g. https://school.example, or *) whose pages may embed the stream: CORS on the stream and snapshot, WebSocket, framing of the player page (unset: the plain stream and snapshot to any origin, the WebSocket and framing to the relay\'s own)' },
   { name: 'public-dir', value: 'DIR', default: '', scope: 'relay', help: 'directory of the player page (unset: the package\'s public/)' },
 ];
 
@@ -117,12 +121,32 @@ export type ProducerConfig =
   /** Pull another relay's `/<name>.webm` (edge). */
   | { kind: 'pull'; url: string };
 
+/** Who may watch a stream. */
+export type ReadMode =
+  /** Anyone with the URL. */
+  | 'open'
+  /** A shared token: `?token=` or the cookie the player page sets. */
+  | 'token'
+  /** A link signed with an HMAC key, valid until its expiry: `?exp=UNIX&sig=...`. */
+  | 'signed';
+
+export interface AccessConfig {
+  read: ReadMode;
+  readToken: string | null;
+  signKey: string | null;
+  /** Origins whose pages may embed the stream; null: the defaults (see the allow-origins option). `*` allows any. */
+  allowOrigins: string[] | null;
+}
+
+export const OPEN_ACCESS: AccessConfig = { read: 'open', readToken: null, signKey: null, allowOrigins: null };
+
 export interface StreamConfig {
   name: string;
   producer: ProducerConfig;
-  /** Enables `PUT /<name>.webm` for producers presenting it as a Bearer token. */
+  /** Enables `PUT /<name>.webm` and the publish WebSocket `/<name>/publish` for producers presenting it. */
   publishToken: string | null;
   limits: StreamLimits;
+  access: AccessConfig;
 }
 
 export interface RelayConfig {
@@ -236,6 +260,36 @@ export function readLimits(get: Lookup): StreamLimits {
     maxHeaderBytes: bytes(where('max-header-size'), value('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes(where('max-element-size'), value('max-element-size'), 64 << 10, 256 << 20),
   };
+}
+
+export function readAccess(get: Lookup): AccessConfig {
+  const value = (name: string) => get(name).text;
+  const where = (name: string) => get(name).where;
+  const read = oneOf(where('read'), value('read'), ['open', 'token', 'signed'] as const);
+  const readToken = value('read-token') ? checkToken(where('read-token'), value('read-token')) : null;
+  const signKey = value('sign-key') ? checkToken(where('sign-key'), value('sign-key')) : null;
+  if (read === 'token' && !readToken) throw new ConfigError(`${where('read')}: read: token needs a read-token (at least 16 characters)`);
+  if (read === 'signed' && !signKey) throw new ConfigError(`${where('read')}: read: signed needs a sign-key (at least 16 characters)`);
+  return { read, readToken, signKey, allowOrigins: parseOrigins(where('allow-origins'), value('allow-origins')) };
+}
+
+/** `https://a.example http://b.example:8080`, or `*`; empty: null (the defaults). */
+export function parseOrigins(where: string, text: string): string[] | null {
+  const items = text.split(/[\s,]+/).filter(Boolean);
+  if (items.length === 0) return null;
+  return items.map((item) => {
+    if (item === '*') return item;
+    let url: URL;
+    try {
+      url = new URL(item);
+    } catch {
+      throw new ConfigError(`${where}: "${item}" is not an origin (scheme://host[:port], or *)`);
+    }
+    if (url.origin === 'null' || url.origin !== item.replace(/\/$/, '')) {
+      throw new ConfigError(`${where}: "${item}" is not an origin (scheme://host[:port] with no path, or *)`);
+    }
+    return url.origin;
+  });
 }
 
 export function readRelaySettings(get: Lookup): Omit<RelayConfig, 'streams'> {

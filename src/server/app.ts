@@ -4,16 +4,16 @@ import http from 'node:http';
 import path from 'node:path';
 import type { WebSocketServer } from 'ws';
 import { STREAM_NAME } from '../config/options.js';
-import { logger } from '../log.js';
-import type { RelayStats } from '../protocol.js';
+import { CLOSE_REASONS, type RelayStats } from '../protocol.js';
 import { segmentRoutes } from '../segments/routes.js';
 import type { Snapshots } from '../stream/snapshot.js';
 import type { Stream } from '../stream/stream.js';
-import { bearerMatches } from './auth.js';
+import { AccessGate, corsHeaders, frameAncestors, type GateVerdict } from './access.js';
+import { tokenCookieName } from './auth.js';
+import type { PublishSockets } from './publish-socket.js';
+import { FailureThrottle } from './throttle.js';
 import { HttpTransport } from './transports.js';
 import { attachWebSockets } from './websocket.js';
-
-const log = logger('server');
 
 export interface ServerOptions {
   publicDir: string;
@@ -36,13 +36,24 @@ const NAME = STREAM_NAME.source.slice(1, -1);
 const STREAM_PATH = new RegExp(`^/(${NAME})\\.webm$`);
 /** `/<name>/` (and `/<name>/index.html`) */
 const PLAYER_PATH = new RegExp(`^/(${NAME})/(?:index\\.html)?$`);
+/** `/<name>/index.json`, `/<name>/<epoch>/<file>.webm`: the segment routes' shapes. */
+const SEGMENT_PATH = new RegExp(`^/(${NAME})/(?:index\\.json|[^/]+/[^/]+\\.webm)$`);
 const SNAPSHOT_PATH = new RegExp(`^/(${NAME})/snapshot\\.jpg$`);
+/** `/<name>/publish`: the page that goes live from a browser (its WebSocket has the same path). */
+const PUBLISH_PAGE_PATH = new RegExp(`^/(${NAME})/publish$`);
 /** `/<name>`: the stream's WebSocket; a plain GET there is a client that lost its Upgrade header. */
 const WEBSOCKET_PATH = new RegExp(`^/(${NAME})$`);
 
 const textReply = (res: Response, status: number, text: string) => res.status(status).set('Cache-Control', 'no-store').type('text/plain').send(`${text}\n`);
 
-export function createServer(relay: RelayView, options: ServerOptions): { server: http.Server; wss: WebSocketServer } {
+/** The HTTP status and text of a refused viewer. */
+function refuse(res: Response, verdict: GateVerdict & { ok: false }): void {
+  const reason = CLOSE_REASONS[verdict.refusal];
+  if (verdict.refusal === 'throttled') res.set('Retry-After', '10');
+  textReply(res, reason.http, reason.text);
+}
+
+export function createServer(relay: RelayView, options: ServerOptions): { server: http.Server; wss: WebSocketServer; publishers: PublishSockets } {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -52,7 +63,25 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
-  const playerPage = playerPageTemplate(options.publicDir);
+  const playerPage = playerPageTemplate(options.publicDir, 'index.html');
+  const publishPage = playerPageTemplate(options.publicDir, 'publish.html');
+  const gate = new AccessGate(new FailureThrottle());
+
+  /** The player page, or why it is refused. With a valid ?token= it sets the cookie that lets the page's other requests in. */
+  const servePlayer = async (stream: Stream, req: Request, res: Response, base: string) => {
+    res.set({ 'Cache-Control': 'no-cache', 'Content-Security-Policy': frameAncestors(stream.config.access) });
+    const verdict = await gate.viewer(stream, req, 'player page');
+    if (!verdict.ok) {
+      const reason = CLOSE_REASONS[verdict.refusal];
+      return res.status(reason.http).type('html').send(refusedPage(stream.name, reason.text));
+    }
+    const token = typeof req.query.token === 'string' ? req.query.token : null;
+    if (stream.config.access.read === 'token' && token) {
+      // Lax: sent when the page is opened from a link elsewhere, not on other sites' requests.
+      res.cookie(tokenCookieName(stream.name), token, { path: '/', httpOnly: true, sameSite: 'lax' });
+    }
+    res.type('html').send(playerPage(stream.name, base));
+  };
   const onlyStream = relay.streams.size === 1 ? [...relay.streams.keys()][0] : null;
 
   const streamFor = (match: RegExpExecArray | null): Stream | undefined => (match ? relay.streams.get(match[1]) : undefined);
@@ -62,7 +91,17 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   // First, so that junk in their shape is a 404 before anything else looks at it.
   const segments = segmentRoutes((name) => relay.streams.get(name)?.segments);
   app.use((req: Request, res: Response, next) => {
-    if (!segments(req, res)) next();
+    // A protected stream's segments and index need the same credentials as the stream
+    // (the signature covers the stream and the expiry, not the segment: see the README).
+    const stream = SEGMENT_PATH.test(req.path) ? relay.streams.get(req.path.split('/')[1]) : undefined;
+    if (!stream || stream.config.access.read === 'open') {
+      if (!segments(req, res)) next();
+      return;
+    }
+    void gate.viewer(stream, req, `GET ${req.path}`).then((verdict) => {
+      if (!verdict.ok) return refuse(res, verdict);
+      if (!segments(req, res)) next();
+    });
   });
   app.use((req: Request, res: Response, next) => {
     const url = req.path;
@@ -70,21 +109,35 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     if ((match = STREAM_PATH.exec(url))) {
       const stream = streamFor(match);
       if (!stream) return textReply(res, 404, `no stream named "${match[1]}"`);
-      if (req.method === 'GET' || req.method === 'HEAD') return watch(stream, req, res);
-      if (req.method === 'PUT') return publish(stream, req, res);
-      res.set('Allow', 'GET, HEAD, PUT');
+      if (req.method === 'OPTIONS') return preflight(stream, req, res);
+      if (req.method === 'GET' || req.method === 'HEAD') {
+        res.set(corsHeaders(stream.config.access, req.headers.origin));
+        return void gate.viewer(stream, req, `GET ${url}`).then((verdict) => (verdict.ok ? watch(stream, req, res) : refuse(res, verdict)));
+      }
+      if (req.method === 'PUT') return void publish(stream, gate, req, res);
+      res.set('Allow', 'GET, HEAD, PUT, OPTIONS');
       return textReply(res, 405, 'use GET to watch, PUT to publish');
     }
+    if (req.method === 'OPTIONS' && (match = SNAPSHOT_PATH.exec(url)) && streamFor(match)) return preflight(streamFor(match)!, req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     if ((match = PLAYER_PATH.exec(url))) {
       const stream = streamFor(match);
       if (!stream) return next();
-      return res.set('Cache-Control', 'no-cache').type('html').send(playerPage(stream.name, '../'));
+      return void servePlayer(stream, req, res, '../');
+    }
+    if ((match = PUBLISH_PAGE_PATH.exec(url))) {
+      const stream = streamFor(match);
+      if (!stream) return next();
+      if (!stream.config.publishToken) return textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... })`);
+      return res.set({ 'Cache-Control': 'no-cache', 'Content-Security-Policy': "frame-ancestors 'self'" }).type('html').send(publishPage(stream.name, '../'));
     }
     if ((match = SNAPSHOT_PATH.exec(url))) {
       const stream = streamFor(match);
       if (!stream) return textReply(res, 404, `no stream named "${match[1]}"`);
-      return void relay.snapshots.jpeg(stream.name).then((jpeg) => {
+      res.set(corsHeaders(stream.config.access, req.headers.origin));
+      return void gate.viewer(stream, req, `GET ${url}`).then(async (verdict) => {
+        if (!verdict.ok) return refuse(res, verdict);
+        const jpeg = await relay.snapshots.jpeg(stream.name);
         if (!jpeg) return textReply(res, 503, 'no picture: the stream is not live');
         res.status(200).set({ 'Content-Type': 'image/jpeg', 'Cache-Control': 'no-cache' }).send(jpeg);
       });
@@ -100,13 +153,13 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   app.put('/ingest', (req, res) => {
     const stream = relay.streams.get('live');
     if (!stream) return textReply(res, 404, 'no stream named "live" (publish with PUT /NAME.webm)');
-    publish(stream, req, res);
+    void publish(stream, gate, req, res);
   });
 
   // --- the relay -------------------------------------------------------------------
-  app.get('/', (_req, res, next) => {
+  app.get('/', (req, res, next) => {
     if (!onlyStream) return next();
-    res.set('Cache-Control', 'no-cache').type('html').send(playerPage(onlyStream, './'));
+    void servePlayer(relay.streams.get(onlyStream)!, req, res, './');
   });
   // A cache answering 200 for a dead relay would hide it from every load balancer behind it: no-store.
   app.get('/healthz', (_req, res) => {
@@ -122,12 +175,14 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   app.get('/api/stats', (_req, res) => {
     res.set('Cache-Control', 'no-store').json(relay.stats());
   });
-  app.get('/api/streams', (_req, res) => {
-    res.set('Cache-Control', 'no-store').json({ streams: [...relay.streams.values()].map((s) => s.summary()) });
+  app.get('/api/streams', (req, res) => {
+    res.set('Cache-Control', 'no-store').json({ streams: [...relay.streams.values()].map((s) => s.summary(gate.mayWatch(s, req))) });
   });
-  app.get('/api/streams/:name', (req, res) => {
+  app.get('/api/streams/:name', async (req, res) => {
     const stream = relay.streams.get(String(req.params.name));
     if (!stream) return textReply(res, 404, 'no such stream');
+    const verdict = await gate.viewer(stream, req, `GET ${req.path}`);
+    if (!verdict.ok) return refuse(res, verdict);
     res.set('Cache-Control', 'no-store').json(stream.stats());
   });
   app.get('/metrics', async (_req, res) => {
@@ -153,12 +208,30 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   // Idle kept-alive connections stay longer than a cache in front keeps them (Varnish:
   // backend_idle_timeout, 60 s), so it never sends a request on one we just closed.
   server.keepAliveTimeout = 65_000;
-  const wss = attachWebSockets(server, relay.streams, options.wsMaxPayloadBytes);
-  return { server, wss };
+  const { wss, publishers } = attachWebSockets(server, relay.streams, options.wsMaxPayloadBytes, gate);
+  return { server, wss, publishers };
+}
+
+/** CORS preflight of the stream and its snapshot (a page that sends a Range header, say). */
+function preflight(stream: Stream, req: Request, res: Response): void {
+  res.status(204).set({
+    ...corsHeaders(stream.config.access, req.headers.origin),
+    'Access-Control-Allow-Methods': 'GET, HEAD',
+    'Access-Control-Allow-Headers': 'Range',
+    'Access-Control-Max-Age': '600',
+  });
+  res.end();
+}
+
+function refusedPage(name: string, text: string): string {
+  const escape = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!doctype html><meta charset="utf-8"><title>${escape(name)} · webm-relay</title><link rel="stylesheet" href="/style.css"><main><h1>${escape(name)}</h1><p id="refused">${escape(text)}: open the link you were given.</p></main>\n`;
 }
 
 /** `GET /<name>.webm`: one endless response, init segment then clusters from a keyframe. */
 function watch(stream: Stream, req: Request, res: Response): void {
+  // The viewer may have gone while its credentials were checked (a throttled address waits).
+  if (req.socket.destroyed) return;
   res.status(200).set({
     'Content-Type': 'video/webm',
     'Cache-Control': 'no-store',
@@ -186,15 +259,19 @@ function watch(stream: Stream, req: Request, res: Response): void {
 }
 
 /** `PUT /<name>.webm` with `Authorization: Bearer TOKEN`: a producer from anywhere. */
-function publish(stream: Stream, req: Request, res: Response): void {
+async function publish(stream: Stream, gate: AccessGate, req: Request, res: Response): Promise<void> {
   const token = stream.config.publishToken;
   if (!token) {
     textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... }${stream.name === 'live' ? ' or start the relay with --ingest-token' : ''})`);
     return;
   }
-  if (!bearerMatches(req.headers.authorization, token)) {
-    log.warn(`PUT ${req.path} from ${req.socket.remoteAddress}: refused, wrong or missing token`);
-    res.status(401).set('WWW-Authenticate', 'Bearer');
+  const presented = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
+  const verdict = await gate.publisher(stream, presented, req.socket.remoteAddress ?? '?', `PUT ${req.path}`);
+  if (!verdict.ok) {
+    // A refused producer's body is not read: close the connection after the answer.
+    res.set('Connection', 'close');
+    if (verdict.refusal === 'throttled') return refuse(res, verdict);
+    res.set('WWW-Authenticate', 'Bearer');
     textReply(res, 401, 'wrong or missing token');
     return;
   }
@@ -221,10 +298,10 @@ function publish(stream: Stream, req: Request, res: Response): void {
  * base URL, so that its relative links work at `/`, at `/<name>/` and under any
  * path prefix a proxy adds.
  */
-function playerPageTemplate(publicDir: string): (name: string, base: string) => string {
+function playerPageTemplate(publicDir: string, file: string): (name: string, base: string) => string {
   let template: string | null = null;
   return (name, base) => {
-    template ??= fs.readFileSync(path.join(publicDir, 'index.html'), 'utf8');
+    template ??= fs.readFileSync(path.join(publicDir, file), 'utf8');
     const head = `<head>\n<base href="${base}">\n<meta name="webm-relay-stream" content="${name}">`;
     return template.replace('<head>', head);
   };

@@ -51,6 +51,8 @@ export class Stream {
   encoder: Supervisor | null = null;
   private stopped = false;
   private readonly counts = { producers: 0, refused: 0, rejected: 0, bytesIn: 0 };
+  /** Refused credentials, counted by the server (src/server) for the stats and metrics. */
+  readonly accessFailures = { read: 0, publish: 0 };
 
   constructor(
     readonly config: StreamConfig,
@@ -83,6 +85,11 @@ export class Stream {
 
   get init(): VersionedInit | null {
     return this.current;
+  }
+
+  /** Whether a producer is attached now. */
+  get producing(): boolean {
+    return this.session !== null;
   }
 
   get live(): boolean {
@@ -223,7 +230,8 @@ export class Stream {
     return this.current ? describeTrackList(this.current.segment.info.tracks) : [];
   }
 
-  summary(): StreamSummary {
+  /** `access`: whether the one asking may watch (a protected stream is listed without its picture otherwise). */
+  summary(access = true): StreamSummary {
     const hub = this.hub.stats();
     const name = encodeURIComponent(this.name);
     return {
@@ -234,7 +242,15 @@ export class Stream {
       viewers: hub.viewers,
       bitrate: hub.bitrate,
       uptimeSeconds: this.uptimeSeconds(),
-      urls: { player: `${name}/`, webm: `${name}.webm`, websocket: name, snapshot: `${name}/snapshot.jpg` },
+      read: this.config.access.read,
+      access,
+      urls: {
+        player: `${name}/`,
+        webm: `${name}.webm`,
+        websocket: name,
+        snapshot: access ? `${name}/snapshot.jpg` : null,
+        publish: this.config.publishToken ? `${name}/publish` : null,
+      },
     };
   }
 
@@ -261,6 +277,7 @@ export class Stream {
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
       segments: this.segments.stats(),
+      accessFailures: { ...this.accessFailures },
       upstream: this.pull?.stats() ?? null,
     };
   }

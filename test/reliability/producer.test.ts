@@ -148,6 +148,8 @@ describe('reliability: producer faults', function () {
       expect(response.status, `Authorization: ${authorization}`).to.equal(401);
       expect(response.headers.get('www-authenticate')).to.equal('Bearer');
     }
+    // The relay's stderr may arrive a moment after its answers.
+    await waitFor('six refusals logged', () => logLines(relay!.log(), /PUT \/ingest .*refused/).length >= 6, 5000);
     expect(logLines(relay.log(), /PUT \/ingest .*refused/)).to.have.length(6);
     expect((await waitStats(relay.url, 'stats', () => true)).ingest.producers).to.equal(0);
 

@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import { DEFAULT_LIMITS, type StreamLimits } from '../../src/config/options.js';
+import { DEFAULT_LIMITS, OPEN_ACCESS, type StreamLimits } from '../../src/config/options.js';
 import type { Hub } from '../../src/hub/hub.js';
 import { ViewerBudget } from '../../src/hub/viewers.js';
 import { segmentRoutes } from '../../src/segments/routes.js';
@@ -51,7 +51,7 @@ export interface Origin {
 export async function startOrigin(options: { name?: string; segments?: Partial<SegmenterOptions>; limits?: Partial<StreamLimits> } = {}): Promise<Origin> {
   const name = options.name ?? 'live';
   const stream = new Stream(
-    { name, producer: { kind: 'publish' }, publishToken: null, limits: { ...DEFAULT_LIMITS, producerGraceMs: 200, ...options.limits } },
+    { name, producer: { kind: 'publish' }, publishToken: null, access: OPEN_ACCESS, limits: { ...DEFAULT_LIMITS, producerGraceMs: 200, ...options.limits } },
     { budget: new ViewerBudget(Infinity), gstLaunch: 'gst-launch-1.0', fatal: () => {} },
   );
   // Bounds of the stream's own segmenter that a test wants smaller.

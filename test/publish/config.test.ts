@@ -1,0 +1,62 @@
+/** The access and embedding settings, parsed in-process: defaults, inheritance from the top, and mistakes with file, line and key. */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseConfig } from '../../src/config/flags.js';
+import { ConfigError, type RelayConfig } from '../../src/config/options.js';
+import { parseDuration, signLinks } from '../../src/sign.js';
+import { checkRead, linkSignature } from '../../src/server/auth.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webm-relay-access-config-'));
+let files = 0;
+function file(text: string): string {
+  const name = path.join(dir, `c${files++}.yml`);
+  fs.writeFileSync(name, text);
+  return name;
+}
+const parse = (argv: string[]) => parseConfig(argv, {}) as RelayConfig;
+const fails = (argv: string[], pattern: RegExp) => expect(() => parseConfig(argv, {})).to.throw(ConfigError, pattern);
+
+describe('publish: access settings', () => {
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('defaults to open, no origins list; a stream takes the top-level sign-key and allow-origins', () => {
+    expect(parse([]).streams[0].access).to.deep.equal({ read: 'open', readToken: null, signKey: null, allowOrigins: null });
+    const config = parse([
+      '--config',
+      file('sign-key: top-level-key-0123456789\nallow-origins: https://a.example http://b.example:8080\nstreams:\n  one:\n    encoder:\n    read: signed\n  two:\n    encoder:\n    allow-origins: "*"\n'),
+    ]);
+    expect(config.streams[0].access).to.deep.equal({ read: 'signed', readToken: null, signKey: 'top-level-key-0123456789', allowOrigins: ['https://a.example', 'http://b.example:8080'] });
+    expect(config.streams[1].access.allowOrigins).to.deep.equal(['*']);
+    const flags = parse(['--read', 'token', '--read-token', 'viewer-token-0123456789', '--ingest', 'publish', '--ingest-token', 'publisher-token-0123456789']);
+    expect(flags.streams[0]).to.deep.include({ producer: { kind: 'publish' }, publishToken: 'publisher-token-0123456789' });
+    expect(flags.streams[0].access.read).to.equal('token');
+  });
+
+  it('names the file, line and key of a mistake', () => {
+    fails(['--config', file('streams:\n  one:\n    encoder:\n    read: token\n')], /c\d+\.yml:4: streams\.one\.read: read: token needs a read-token/);
+    fails(['--config', file('streams:\n  one:\n    encoder:\n    read: signed\n')], /c\d+\.yml:4: streams\.one\.read: read: signed needs a sign-key/);
+    fails(['--config', file('streams:\n  one:\n    encoder:\n    read: members\n')], /c\d+\.yml:4: streams\.one\.read must be one of open, token, signed/);
+    fails(['--config', file('streams:\n  one:\n    encoder:\n    read: token\n    read-token: short\n')], /c\d+\.yml:5: streams\.one\.read-token must be at least 16 characters/);
+    fails(['--config', file('streams:\n  one:\n    encoder:\n    allow-origins: https://a.example/page\n')], /c\d+\.yml:4: streams\.one\.allow-origins: "https:\/\/a\.example\/page" is not an origin/);
+    fails(['--ingest', 'publish'], /--ingest publish needs --ingest-token/);
+  });
+
+  it('signatures: over the stream name and expiry; sign prints working links; durations', () => {
+    const key = 'signing-key-0123456789abcdef';
+    const now = 1_800_000_000_000;
+    const [player, webm] = signLinks(['club', '--ttl', '2h', '--sign-key', key, '--base', 'https://relay.example/'], {}, now);
+    const query = new URL(player).searchParams;
+    expect(player.startsWith('https://relay.example/club/?exp=1800007200&sig=')).to.equal(true);
+    expect(new URL(webm).search).to.equal(new URL(player).search);
+    expect(query.get('sig')).to.equal(linkSignature('club', 1_800_007_200, key));
+    const access = { read: 'signed' as const, readToken: null, signKey: key, allowOrigins: null };
+    expect(checkRead('club', access, query, undefined, now)).to.deep.equal({ ok: true, via: 'signature' });
+    expect(checkRead('club', access, query, undefined, now + 7200_000)).to.deep.equal({ ok: false, why: 'expired' });
+    expect(checkRead('other', access, query, undefined, now)).to.deep.equal({ ok: false, why: 'wrong' });
+    expect([parseDuration('90'), parseDuration('30m'), parseDuration('1h'), parseDuration('7d')]).to.deep.equal([90, 1800, 3600, 604800]);
+    expect(() => parseDuration('0')).to.throw(ConfigError);
+    expect(() => signLinks(['club'], {})).to.throw(ConfigError, /no key/);
+  });
+});
