@@ -62,6 +62,9 @@ const overlay = new StatsOverlay($('overlay'), player);
 
 function toggleMute() {
   video.muted = !video.muted;
+  // Said before the volumechange event goes out: a listener that sees an unmute right
+  // after a playbackRate change must not take the person's for the browser's (WebKit).
+  player.latency.wantMuted = video.muted;
   if (!video.muted) video.volume = Math.max(video.volume, 0.5);
   unmute.textContent = video.muted ? 'Unmute' : 'Mute';
   unmute.setAttribute('aria-pressed', String(!video.muted));

@@ -19,7 +19,8 @@ function expectGoodPlayback(label: string, q: PlaybackQuality, seconds: number, 
   // The clock ran for most of the time (a loaded machine may cost a second or two).
   expect(q.playedS, detail).to.be.at.least(seconds * 0.7);
   expect(q.stallsAfterSettle, detail).to.be.at.most(2);
-  expect(q.lagMedianS, detail).to.be.below(1.5);
+  // The target behind live adapts upwards after stalls (up to 3 s); 2 s leaves room for a loaded machine.
+  expect(q.lagMedianS, detail).to.be.below(2);
 }
 
 describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', function () {

@@ -52,9 +52,18 @@ export function childrenOf(pid: number): ProcInfo[] {
 
 /** The gst-launch-1.0 processes the relay `pid` has spawned and that are still alive. */
 export function gstChildren(pid: number): number[] {
+  // Encoders only: a snapshot decoder (fdsrc ... jpegenc, for the player's poster) is a short-lived gst-launch-1.0 child too.
   return childrenOf(pid)
-    .filter((p) => p.comm === 'gst-launch-1.0')
+    .filter((p) => p.comm === 'gst-launch-1.0' && !commandLine(p.pid).includes('jpegenc'))
     .map((p) => p.pid);
+}
+
+function commandLine(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
 }
 
 /** Alive and not a zombie. */
