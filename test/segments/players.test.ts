@@ -187,10 +187,15 @@ describe('segments: the player in a background tab', function () {
       document.dispatchEvent(new Event('visibilitychange'));
     });
     const hiddenAt = o.segmenter.partial!.seq;
-    await page.evaluate(() => {
-      const until = Date.now() + 8000;
-      while (Date.now() < until);
-    });
+    // At least 8 s, and on until the stream has moved on by two segments (a starved
+    // encoder on a loaded machine may space its keyframes further apart).
+    const frozenAt = Date.now();
+    while (Date.now() - frozenAt < 8000 || (o.segmenter.partial!.seq - hiddenAt < 2 && Date.now() - frozenAt < 30_000)) {
+      await page.evaluate(() => {
+        const until = Date.now() + 2000;
+        while (Date.now() < until);
+      });
+    }
     expect(o.segmenter.partial!.seq - hiddenAt).to.be.at.least(2);
     const before = await playerSnapshot(page);
     await page.evaluate(() => {

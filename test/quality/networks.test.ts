@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { launchEngine, type Engine, type EngineName, type EnginePage } from '../helpers/engines.js';
 import { installQuality, readQuality, type PlaybackQuality } from '../helpers/quality.js';
 import { getJson, sleep, startRelay, waitFor, type RunningRelay } from '../helpers/relay.js';
-import { report, snapshot } from './common.js';
+import { report, snapshot } from '../engines/common.js';
 import type { PlayerSnapshot } from '../helpers/browser.js';
 
 const PROXY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'delay-proxy.js');
