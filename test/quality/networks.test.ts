@@ -8,7 +8,7 @@ import { getJson, sleep, startRelay, waitFor, type RunningRelay } from '../helpe
 import { report, snapshot } from '../engines/common.js';
 import type { PlayerSnapshot } from '../helpers/browser.js';
 
-const PROXY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'delay-proxy.js');
+const PROXY = path.join(path.dirname(fileURLToPath(import.meta.url)), '../engines/delay-proxy.js');
 const SECONDS = 45;
 
 /**
