@@ -196,8 +196,10 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     await sleep(4000);
     expect((await playerSnapshot(page)).lag).to.be.greaterThan(3);
     const pressed = Date.now();
+    // Printed below; the bound leaves room for a loaded machine (seen: a first seek into a
+    // scrap of buffer that the player gives up on after 2 s for the live edge).
     await play.click();
-    await page.waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1, null, { timeout: 3000, polling: 50 });
+    await page.waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1, null, { timeout: 6000, polling: 50 });
     const caughtUpMs = Date.now() - pressed;
     const s1 = await playerSnapshot(page);
     expect(s1.jumps, JSON.stringify(s1)).to.be.at.least(1);
