@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm test`: every test folder under dist/test, run as separate mocha processes,
-// TEST_JOBS at a time (default 3), the longest first, so that the suites that wait
+// TEST_JOBS at a time (default 2: three browser-heavy folders at once on two cores measured the machine, not the player), the longest first, so that the suites that wait
 // on real time (browsers, proxies, encoders) overlap. Each folder's output is
 // printed whole when it ends, never interleaved; the last line totals them all.
 //
@@ -38,7 +38,7 @@ function rank(name) {
   return at < 0 ? LONGEST_FIRST.length : at;
 }
 
-const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 3));
+const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2));
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const failedFolders = [];
 const started = Date.now();
