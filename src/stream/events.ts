@@ -58,6 +58,4 @@ export interface BlockEvent {
   keyframe: boolean;
   /** A block of a video track. */
   video: boolean;
-  /** Total bytes of `parts`. */
-  size: number;
 }

@@ -173,9 +173,7 @@ export class Stream {
       for (const sink of this.sinks) sink.clusterStarted(event);
     },
     block: (parts: Buffer[], track: number, timecode: number, keyframe: boolean) => {
-      let size = 0;
-      for (const part of parts) size += part.length;
-      const event = { parts, track, timecode, keyframe, video: this.videoTracks.has(track), size };
+      const event = { parts, track, timecode, keyframe, video: this.videoTracks.has(track) };
       for (const sink of this.sinks) sink.block(event);
     },
     // A video frame the normalizer held for its successor and let go by its timer, outside an ingest read.

@@ -35,7 +35,7 @@ const AV_INIT = { ...INIT, info: { ...INIT.info, tracks: [...INIT.info.tracks, {
 function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
   const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
   if (keyframe) hub.clusterStarted({ bytes: Buffer.from('cluster'), seq: 0, timecode: 0, keyframe: true });
-  hub.block({ parts: [data], track: 1, timecode: 0, keyframe, video: true, size });
+  hub.block({ parts: [data], track: 1, timecode: 0, keyframe, video: true });
   hub.flush();
   return data;
 }
@@ -93,7 +93,7 @@ describe('hub', () => {
     const live = new RecordingTransport();
     hub.add(live);
     frame(hub, 100, true);
-    hub.block({ parts: [Buffer.from('audio')], track: 2, timecode: 0, keyframe: true, video: false, size: 5 });
+    hub.block({ parts: [Buffer.from('audio')], track: 2, timecode: 0, keyframe: true, video: false });
     hub.flush();
     expect(live.received, 'lone audio waits for video').to.have.length(2);
     const waiting = new RecordingTransport();
