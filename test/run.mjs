@@ -41,6 +41,8 @@ function rank(name) {
 const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2));
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const failedFolders = [];
+/** Mocha's "N failing" report of each failed folder, printed again at the very end so a truncated log still names them. */
+const failureReports = [];
 const started = Date.now();
 const mocha = path.join(ROOT, 'node_modules/mocha/bin/mocha.js');
 
@@ -62,6 +64,8 @@ function runFolder(name) {
       }
       if (code !== 0 || !last) {
         failedFolders.push(name);
+        const failing = output.search(/^ *\d+ failing/m);
+        failureReports.push(`----- ${name} -----\n${failing >= 0 ? output.slice(failing).replace(/^tests: .*\n?$/m, '') : output.slice(-3000)}`);
         if (!last) totals.failed++;
       }
       resolve();
@@ -77,7 +81,7 @@ await Promise.all(
   }),
 );
 const minutes = ((Date.now() - started) / 60000).toFixed(1);
-if (failedFolders.length > 0) console.log(`\nfailed in: ${failedFolders.join(', ')}`);
+if (failedFolders.length > 0) console.log(`\n===== failures, again =====\n${failureReports.join('\n')}\nfailed in: ${failedFolders.join(', ')}`);
 console.log(`\n${folders.length} folders, ${jobs} at a time, ${minutes} min`);
 console.log(`tests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(failedFolders.length > 0 ? 1 : 0);
