@@ -12,6 +12,7 @@ import {
   readAccess,
   readLimits,
   readRelaySettings,
+  readRecord,
   type Lookup,
   type ProducerConfig,
   type RelayConfig,
@@ -105,6 +106,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     ...relay,
     // One stream: its limit is the relay's.
     maxViewers: limits.maxViewers,
-    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
+    streams: [{ name: 'live', record: readRecord(get, 'live', relay.recordDir ?? ''), producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
   };
 }
