@@ -35,6 +35,7 @@ export function helpText(): string {
     '  http://HOST:PORT/NAME/        player page (MediaSource over WebSocket /NAME)',
     '  http://HOST:PORT/NAME.webm    the stream for a <video> tag',
     '  /api/streams/NAME, /NAME/snapshot.jpg, and /NAME/publish (going live from a browser) for a stream with a publish token',
+    '  recorded (--record): /NAME/recordings/ (page), /api/recordings/NAME, /recordings/NAME/FILE.webm, /recordings/NAME/range.webm?from=&to=',
     'and the relay: / (the player, or a list when there are several streams), /api/streams,',
     '/api/stats, /metrics, /healthz.',
     '',

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { RecordConfig } from '../config/options.js';
 import { logger } from '../log.js';
-import type { CloseReason } from '../protocol.js';
+import type { CloseReason, RecordingStats } from '../protocol.js';
 import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../stream/events.js';
 import { clusterElement, startRecording } from '../webm/writer.js';
 import { RecordingFileWriter, describe, frameGuess } from './file-writer.js';
@@ -115,6 +115,18 @@ export class Recorder implements StreamSink {
       bytes: file.writer.bytesOnDisk,
       durationS: (file.lastTicks + file.frameTicks) / this.ticksPerSecond,
       writer: file.writer,
+    };
+  }
+
+  stats(): RecordingStats {
+    const file = this.file;
+    return {
+      dir: this.dir,
+      file: file?.name ?? null,
+      bytes: file?.writer.bytesOnDisk ?? 0,
+      queuedBytes: file?.writer.pendingBytes ?? 0,
+      failing: this.failing?.why ?? null,
+      ...this.counts,
     };
   }
 

@@ -280,6 +280,7 @@ export class Stream {
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
       segments: this.segments.stats(),
+      recording: this.recorder?.stats() ?? null,
       accessFailures: { ...this.accessFailures },
       upstream: this.pull?.stats() ?? null,
     };

@@ -24,15 +24,16 @@ describe('Recording: files, playback and cuts', function () {
   let relay: RunningRelay | null = null;
   let browser: Browser | null = null;
   let root = '';
+  const roots: string[] = [];
 
   after(async () => {
     await browser?.close();
     await relay?.stop();
-    if (root) fs.rmSync(root, { recursive: true, force: true });
+    for (const dir of roots) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('records 40 s into 15 s files that add up, each finished, seekable and decodable; serves them with Range, as cuts across files, and Chromium plays and seeks one', async () => {
-    root = tempDir('files');
+    roots.push((root = tempDir('files')));
     const dir = path.join(root, 'live');
     relay = await startRelay(['--record', root, '--record-segment', '15', ...ENCODER_ARGS]);
     await waitForLog(relay, /recording into .*\.webm/);
@@ -153,6 +154,26 @@ describe('Recording: files, playback and cuts', function () {
     expect(durations[1]).to.be.within(15, 15 + GOP_S + 0.05);
     expect(Math.abs(sum - span)).to.be.lessThan(GOP_S);
     expect(sum).to.be.within(40 - GOP_S, (stoppedAt - startedAt) / 1000 + GOP_S);
+    relay = null;
+  });
+
+  it('recordings need the stream\'s read credentials, and the links they give carry them', async () => {
+    roots.push((root = tempDir('access')));
+    const token = 'recordings-read-token-1234';
+    relay = await startRelay(['--record', root, '--read', 'token', '--read-token', token, ...ENCODER_ARGS]);
+    await waitForLog(relay, /recording into/);
+    await sleep(1500);
+    expect((await fetch(`${relay.url}/api/recordings/live`)).status).to.equal(401);
+    expect((await fetch(`${relay.url}/api/recordings/live?token=wrong-token-wrong-token`)).status).to.equal(403);
+    expect((await fetch(`${relay.url}/live/recordings/`)).status).to.equal(401);
+    const list = await listed(relay, `?token=${token}`);
+    expect(list).to.have.length(1);
+    expect(list[0].url).to.match(new RegExp(`\\?token=${token}$`));
+    const file = `${relay.url}/recordings/live/${list[0].file}`;
+    expect((await fetch(file)).status).to.equal(401);
+    expect((await fetch(`${relay.url}${list[0].url}`)).status).to.equal(200);
+    expect((await fetch(`${relay.url}/recordings/live/range.webm`)).status).to.equal(401);
+    await relay.stop();
     relay = null;
   });
 });
