@@ -48,6 +48,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'record-segment', value: 'S', default: '3600', scope: 'stream', help: 'start a new recording file at the first keyframe after this many seconds (and whenever the tracks change)' },
   { name: 'record-keep', value: 'S', default: '', scope: 'stream', help: 'delete recordings older than this many seconds, oldest first (unset: keep them)' },
   { name: 'record-max-bytes', value: 'BYTES', default: '', scope: 'stream', help: 'delete a stream\'s oldest recordings while they take more than this (e.g. 50G; unset: no limit)' },
+  { name: 'dvr-window', value: 'S', default: '1800', scope: 'stream', help: 'a recorded stream\'s player gets a timeline reaching back this far in its recordings (0: none)' },
   { name: 'upstream-timeout', value: 'S', default: '3', scope: 'stream', help: 'edge (--ingest http://...): reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
   { name: 'drain', value: 'S', default: '5', scope: 'relay', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
@@ -156,6 +157,8 @@ export interface RecordConfig {
   keepS: number | null;
   /** The stream's recordings are kept under this many bytes; null: no limit. */
   maxBytes: number | null;
+  /** Seconds the player's timeline reaches back (0: no timeline). */
+  dvrWindowS: number;
 }
 
 export interface StreamConfig {
@@ -299,6 +302,7 @@ export function readRecord(get: Lookup, name: string, recordDir: string): Record
     segmentS: decimal(where('record-segment'), value('record-segment'), 1, 7 * 24 * 3600),
     keepS: keep === '' ? null : decimal(where('record-keep'), keep, 1, 100 * 365 * 24 * 3600),
     maxBytes: max === '' ? null : bytes(where('record-max-bytes'), max, 1 << 20, 2 ** 53),
+    dvrWindowS: decimal(where('dvr-window'), value('dvr-window'), 0, 7 * 24 * 3600),
   };
 }
 

@@ -100,7 +100,7 @@ async function list(stream: Stream, req: Request, res: Response): Promise<void> 
   const auth = credentials(req);
   const name = encodeURIComponent(stream.name);
   const items = (await entries(stream, s)).map((e) => ({ ...e, url: `/recordings/${name}/${e.file}${auth}` }));
-  res.set('Cache-Control', 'no-store').json({ name: stream.name, recordings: items });
+  res.set('Cache-Control', 'no-store').json({ name: stream.name, dvrWindow: stream.config.record?.dvrWindowS ?? 0, recordings: items });
 }
 
 async function serveFile(stream: Stream, requested: string, req: Request, res: Response): Promise<void> {
@@ -164,6 +164,9 @@ async function serveCut(stream: Stream, req: Request, res: Response): Promise<vo
     'Content-Length': String(result.bytes),
     'Cache-Control': 'no-cache',
     'Content-Disposition': `inline; filename="${stream.name}-${from}.webm"`,
+    // Where the cut begins (the keyframe at or before `from`): the player's timeline maps its time to the clock with it.
+    'X-Recording-Start': new Date(result.startMs).toISOString(),
+    'Access-Control-Expose-Headers': 'X-Recording-Start',
     'X-Content-Type-Options': 'nosniff',
   });
   if (req.method === 'HEAD') return void res.end();
