@@ -24,7 +24,7 @@ async function grab(page: import('playwright-core').Page, id: string): Promise<{
 }
 
 /** The smallest mean difference between two pictures over horizontal shifts of up to `maxShift` px (the test pattern scrolls 4 px a frame). */
-function bestMatch(a: number[], b: number[], maxShift = 80): { difference: number; shift: number } {
+function bestMatch(a: number[], b: number[], maxShift = 100): { difference: number; shift: number } {
   let best = { difference: Infinity, shift: 0 };
   for (let shift = -maxShift; shift <= maxShift; shift++) {
     let sum = 0;
@@ -91,7 +91,13 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     await waitFor('the recording to play', async () => {
       const s = await dvr();
       return s.rewinding && s.currentTime > 0;
-    }, 10_000);
+    }, 15_000).catch(async (error: Error) => {
+      const state = await page.$eval('#rewind', (v) => {
+        const video = v as HTMLVideoElement;
+        return { src: video.src, readyState: video.readyState, networkState: video.networkState, error: video.error?.message ?? null, paused: video.paused };
+      });
+      throw new Error(`${error.message}: ${JSON.stringify({ dvr: await dvr(), video: state, errors })}\n${relay!.log().slice(-3000)}`);
+    });
     const a = await dvr();
     await sleep(3000);
     const b = await dvr();
@@ -127,7 +133,7 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
         `against the live picture 1 s later ${later.difference.toFixed(1)}`,
     );
     // Within a few frames of the time asked for (the player's lag is an estimate)...
-    expect(Math.abs(rewound.position - shownAt)).to.be.lessThan(500);
+    expect(Math.abs(rewound.position - shownAt)).to.be.lessThan(800);
     // ...and the same picture: nearly no difference once scrolled by that many frames (4 px each, 30 a second).
     expect(same.difference).to.be.lessThan(later.difference / 3);
     expect(Math.abs(Math.abs(same.shift) - (4 * 30 * Math.abs(rewound.position - shownAt)) / 1000)).to.be.at.most(12);

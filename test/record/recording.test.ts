@@ -80,7 +80,10 @@ describe('Recording: files, playback and cuts', function () {
 
     // from/to filter the list.
     const boundary = beforeStop[1].start;
-    const around = await listed(relay, `?from=${encodeURIComponent(boundary)}&to=${encodeURIComponent(boundary)}`);
+    // A second either side: the files' clocks (wall time at their first keyframe) may leave a few ms between them.
+    const aroundFrom = new Date(Date.parse(boundary) - 1000).toISOString();
+    const aroundTo = new Date(Date.parse(boundary) + 1000).toISOString();
+    const around = await listed(relay, `?from=${aroundFrom}&to=${aroundTo}`);
     expect(around.map((r) => r.file).sort()).to.deep.equal([beforeStop[1].file, beforeStop[2].file].sort());
     expect((await fetch(`${relay.url}/api/recordings/live?from=yesterday`)).status).to.equal(400);
 
