@@ -41,6 +41,7 @@ const { values: argv } = parseArgs({
   options: {
     viewers: { type: 'string' },
     streams: { type: 'string' },
+    'viewers-on': { type: 'string' },
     window: { type: 'string' },
     reps: { type: 'string' },
     encoders: { type: 'string' },
@@ -59,6 +60,11 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
                      the memory a stream costs with no viewers. The relay reads its
                      streams from a YAML --config, each fed its own replay of the
                      recording over TCP; tcpserversink and floor run with 1 stream only.
+  --viewers-on all|first
+                     with several streams: readers spread evenly over them (all), or
+                     every reader on the first while the others are live without
+                     viewers (first): the cost of taking in S streams apart from that
+                     of splitting the viewers (FANOUT_VIEWERS_ON, default all)
   --targets LIST     servers: relay (HTTP), relay-ws (WebSocket), tcpserversink, floor
                      (FANOUT_TARGETS, default all four)
   --window S         measurement window in seconds (FANOUT_WINDOW_S, default 10)
@@ -80,6 +86,11 @@ if (argv.help) {
 }
 const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
 const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
+const VIEWERS_ON = (argv['viewers-on'] ?? process.env.FANOUT_VIEWERS_ON ?? 'all') as 'all' | 'first';
+if (VIEWERS_ON !== 'all' && VIEWERS_ON !== 'first') {
+  console.error(`fanout: --viewers-on must be all or first, not ${VIEWERS_ON}`);
+  process.exit(2);
+}
 const STREAMS = list(argv.streams ?? process.env.FANOUT_STREAMS ?? '1').map(Number);
 const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
 const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
@@ -278,9 +289,11 @@ interface RelayUnderTest {
  * flags would name it; several are s1, s2, ...
  */
 async function startRelay(count: number): Promise<RelayUnderTest> {
-  const port = await freePort();
-  const streams: { name: string; ingest: string }[] = [];
-  for (let k = 0; k < count; k++) streams.push({ name: count === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${await freePort()}` });
+  // A port freed is free to be handed out again: ask until every one is distinct.
+  const ports = new Set<number>();
+  while (ports.size < count + 1) ports.add(await freePort());
+  const [port, ...ingestPorts] = ports;
+  const streams = ingestPorts.map((p, k) => ({ name: count === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${p}` }));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-relay-'));
   const file = path.join(dir, 'relay.yml');
   const settings = relayArgsAsYaml(words(process.env.FANOUT_RELAY_ARGS));
@@ -357,7 +370,7 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
   server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const pid = server.pid!;
   const readers = new Readers(
-    { protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, streams, recording: file, spreadMs: spreadMs(), connectAfterMs: -1 },
+    { protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, viewersOn: VIEWERS_ON, streams, recording: file, spreadMs: spreadMs(), connectAfterMs: -1 },
     READER_CPUS,
   );
   try {
@@ -627,7 +640,7 @@ async function main(): Promise<void> {
   }
   if (MULTI && relayTargets.length > 0) {
     console.log('');
-    console.log(`Streams: the same viewers spread evenly over S streams, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
+    console.log(`Streams: ${VIEWERS_ON === 'first' ? 'every viewer on the first of S streams, the others live with no viewers' : 'the same viewers spread evenly over S streams'}, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
     const rows: string[][] = [];
     for (const n of VIEWERS) {
       for (const target of relayTargets) {
