@@ -128,7 +128,7 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     if ((match = PUBLISH_PAGE_PATH.exec(url))) {
       const stream = streamFor(match);
       if (!stream) return next();
-      if (!stream.config.publishToken) return textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... })`);
+      if (!stream.config.publishToken) return textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: browser with publish-token, or publish: { token: ... })`);
       return res.set({ 'Cache-Control': 'no-cache', 'Content-Security-Policy': "frame-ancestors 'self'" }).type('html').send(publishPage(stream.name, '../'));
     }
     if ((match = SNAPSHOT_PATH.exec(url))) {
@@ -262,7 +262,7 @@ function watch(stream: Stream, req: Request, res: Response): void {
 async function publish(stream: Stream, gate: AccessGate, req: Request, res: Response): Promise<void> {
   const token = stream.config.publishToken;
   if (!token) {
-    textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... }${stream.name === 'live' ? ' or start the relay with --ingest-token' : ''})`);
+    textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: browser with publish-token, or publish: { token: ... }${stream.name === 'live' ? ' or start the relay with --ingest-token' : ''})`);
     return;
   }
   const presented = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;
