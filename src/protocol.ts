@@ -80,10 +80,18 @@ export const CLOSE_REASONS = {
 export type CloseReason = keyof typeof CLOSE_REASONS;
 
 /**
- * The publish WebSocket `/<name>/publish`: the publisher presents the stream's token
- * (`?token=` or, better, as its first message `{"type":"auth","token":...}`), then
- * sends its live WebM as binary messages, each at most the stream's max-element-size.
+ * The publish WebSocket `/<name>/publish`: the publisher presents the stream's token,
+ * then sends its live WebM as binary messages, each at most the stream's
+ * max-element-size. The token goes, best first: as a WebSocket subprotocol
+ * (`Sec-WebSocket-Protocol: webm-relay.publish, webm-relay.token.<base64url of the
+ * token>`, which a browser can set and which stays out of URLs and so out of access
+ * logs; the relay answers with `webm-relay.publish` alone), as the first message
+ * `{"type":"auth","token":...}`, or as `?token=` on the URL.
  */
+export const PUBLISH_PROTOCOL = 'webm-relay.publish';
+/** Followed by the token in base64url (no padding): a subprotocol may hold only an HTTP token's characters. */
+export const PUBLISH_TOKEN_PROTOCOL_PREFIX = 'webm-relay.token.';
+
 export interface PublishAuthMessage {
   type: 'auth';
   token: string;
