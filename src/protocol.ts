@@ -69,8 +69,10 @@ export const CLOSE_REASONS = {
   unknownStream: { ws: 4404, http: 404, text: 'no such stream' },
   /** The stream is not open and no credentials came (read: token or signed; a publisher without its token). */
   unauthorized: { ws: 4401, http: 401, text: 'this stream needs a token or a signed link' },
-  /** Wrong token, bad signature or an expired link. */
-  forbidden: { ws: 4403, http: 403, text: 'wrong token, bad signature or expired link' },
+  /** A wrong token or a bad signature. */
+  forbidden: { ws: 4403, http: 403, text: 'wrong token or bad signature' },
+  /** A signed link past its expiry: the same code, a text that tells the viewer what happened. */
+  expired: { ws: 4403, http: 403, text: 'the link has expired' },
   /** The page's Origin is not on the stream's allow-origins (refused in the WebSocket handshake). */
   originRefused: { ws: 4403, http: 403, text: 'this origin may not embed the stream' },
   /** Too many failed attempts from this address are waiting: try later. */
