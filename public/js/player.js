@@ -170,6 +170,8 @@ export class Player {
       this.setState('unsupported', 'This browser has no Media Source Extensions, so it cannot play the live stream here. Try the plain video page.');
       return;
     }
+    // When this viewer began to connect (the page's early socket, or now): where a start-up wait begins.
+    this.timeline.connect = Math.round(early?.at ?? performance.now());
     // Open a MediaSource while the socket connects: one step less before the first frame.
     void this.buffer.attach();
     this.transport.start(early);
@@ -198,7 +200,7 @@ export class Player {
     }
     this.descriptionAt = performance.now();
     // A new start: keep only what happened before the stream was described.
-    this.timeline = { script: this.timeline.script, open: this.timeline.open };
+    this.timeline = { script: this.timeline.script, connect: this.timeline.connect, open: this.timeline.open };
     this.mark('stream');
     this.awaitingStart = true;
     this.setState('buffering', 'Waiting for the first picture…');
