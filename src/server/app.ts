@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { WebSocketServer } from 'ws';
-import { STREAM_NAME } from '../config/options.js';
+import { OPEN_ACCESS, STREAM_NAME } from '../config/options.js';
 import { CLOSE_REASONS, type RelayStats } from '../protocol.js';
 import { segmentRoutes } from '../segments/routes.js';
 import type { Snapshots } from '../stream/snapshot.js';
@@ -89,7 +89,11 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   // --- streams ---------------------------------------------------------------------
   // Segments for HTTP caches: /<name>/index.json, /<name>/<epoch>/init.webm, /<name>/<epoch>/<seq>.webm.
   // First, so that junk in their shape is a 404 before anything else looks at it.
-  const segments = segmentRoutes((name) => relay.streams.get(name)?.segments);
+  // With allow-origins, its origins (and Vary: Origin, which a cache keys its copies by); else any.
+  const segments = segmentRoutes(
+    (name) => relay.streams.get(name)?.segments,
+    (name, origin) => corsHeaders(relay.streams.get(name)?.config.access ?? OPEN_ACCESS, origin),
+  );
   app.use((req: Request, res: Response, next) => {
     // A protected stream's segments and index need the same credentials as the stream
     // (the signature covers the stream and the expiry, not the segment: see the README).
