@@ -194,6 +194,14 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     res.set('Cache-Control', 'no-store').type(contentType).send(body);
   });
   app.get('/', (_req, res) => res.set('Cache-Control', 'no-cache').sendFile(path.join(options.publicDir, 'streams.html')));
+  // The templates behind the player and publish pages, never as plain files: served as
+  // is they would skip the stream's gate and its frame-ancestors, so any site could
+  // frame a player whose WebSocket then comes from the relay's own origin.
+  app.get('/index.html', (req, res) => {
+    if (onlyStream) return void servePlayer(relay.streams.get(onlyStream)!, req, res, './');
+    res.redirect(302, './');
+  });
+  app.get('/publish.html', (_req, res) => textReply(res, 404, 'the publish page of a stream is /NAME/publish'));
   // The player's files change only with a new release: caches may keep them, asking first.
   app.use(
     express.static(options.publicDir, {

@@ -10,7 +10,7 @@ import { signedQuery } from '../../src/server/auth.js';
 import { launchBrowser, sleep } from '../helpers/browser.js';
 import { getJson, waitFor } from '../helpers/relay.js';
 import type { StreamSummary } from '../../src/protocol.js';
-import { SIGN_KEY, SMALL_ENCODER, startWithConfig } from './helpers.js';
+import { READ_TOKEN, SIGN_KEY, SMALL_ENCODER, startWithConfig } from './helpers.js';
 
 interface PlayerView {
   state: string;
@@ -52,8 +52,8 @@ async function cuttableProxy(port: number): Promise<{ url: string; cut: () => nu
   };
 }
 
-/** Lines of the relay's log that record a refusal of `what` (e.g. "websocket", "GET /live/index.json"). */
-const refusals = (log: string, what: string) => log.split('\n').filter((line) => line.includes(`live: ${what}`) && line.includes(' from 127.0.0.1: refused'));
+/** Lines of the relay's log that record a refusal of `what` (e.g. "club: websocket", "members: GET /members/index.json"). */
+const refusals = (log: string, what: string) => log.split('\n').filter((line) => line.includes(` ${what}`) && line.includes(' from 127.0.0.1: refused'));
 
 describe('publish: the player stops at a refusal and says why (Chromium)', function () {
   this.timeout(120_000);
@@ -62,9 +62,21 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
   let context: BrowserContext;
 
   before(async () => {
-    // Named live: /index.html, the player's file as it is on disk, then plays it without the page's gate.
-    relay = await startWithConfig(['streams:', '  live:', `    ${SMALL_ENCODER}`, '    read: signed', `    sign-key: ${SIGN_KEY}`, ''].join('\n'));
-    await waitFor('the stream live', async () => (await getJson<{ streams: StreamSummary[] }>(`${relay.url}/api/streams`)).streams[0].live, 20_000);
+    relay = await startWithConfig(
+      [
+        'streams:',
+        '  members:',
+        `    ${SMALL_ENCODER}`,
+        '    read: token',
+        `    read-token: ${READ_TOKEN}`,
+        '  club:',
+        `    ${SMALL_ENCODER}`,
+        '    read: signed',
+        `    sign-key: ${SIGN_KEY}`,
+        '',
+      ].join('\n'),
+    );
+    await waitFor('the streams live', async () => (await getJson<{ streams: StreamSummary[] }>(`${relay.url}/api/streams`)).streams.every((s) => s.live), 20_000);
     browser = await launchBrowser();
     context = await browser.newContext();
   });
@@ -72,6 +84,17 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
     await browser?.close();
     await relay?.stop();
   });
+
+  /** A page of `members` let in by the cookie its player page sets (the address has no token), as a bookmark would open it. */
+  async function memberPage(base: string, query: string): Promise<Page> {
+    const first = await context.newPage();
+    await first.goto(`${base}/members/?token=${READ_TOKEN}`);
+    await first.close();
+    const page = await context.newPage();
+    await page.goto(`${base}/members/${query}`);
+    await page.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 20_000 });
+    return page;
+  }
 
   async function expectStopped(page: Page, what: string, message: RegExp): Promise<PlayerView> {
     await page.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'denied', null, { timeout: 15_000 });
@@ -88,21 +111,32 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
     return later;
   }
 
-  it('WebSocket 4401 (no credentials): one attempt, then "needs a token or a signed link"', async () => {
-    const page = await context.newPage();
-    await page.goto(`${relay.url}/index.html`);
-    const view = await expectStopped(page, 'websocket', /^This stream needs a token or a signed link: open the link you were given\.$/);
-    expect(view.connections, 'the page opened one WebSocket').to.equal(1);
-    expect(refusals(relay.log(), 'websocket').length, 'the relay saw one WebSocket').to.equal(1);
-    await page.close();
+  it('WebSocket 4401: a viewer whose cookie is gone loses its connection, tries once, and is told the stream needs a token', async () => {
+    const proxy = await cuttableProxy(relay.port);
+    try {
+      const page = await memberPage(proxy.url, '');
+      const before = (await playerView(page)).connections;
+      const wsBefore = refusals(relay.log(), 'members: websocket').length;
+      await context.clearCookies();
+      expect(proxy.cut(), 'connections cut').to.be.greaterThan(0);
+      const view = await expectStopped(page, 'members: websocket', /^This stream needs a token or a signed link: open the link you were given\.$/);
+      expect(view.connections - before, 'WebSocket attempts after the cut').to.equal(1);
+      expect(refusals(relay.log(), 'members: websocket').length - wsBefore, 'refused WebSockets the relay saw').to.equal(1);
+      await page.close();
+    } finally {
+      proxy.close();
+    }
   });
 
-  it('segments 401 (no credentials): one request for index.json, then the same message', async () => {
-    const page = await context.newPage();
-    await page.goto(`${relay.url}/index.html?transport=segments`);
-    const view = await expectStopped(page, 'GET /live/index.json', /^This stream needs a token or a signed link/);
-    expect(view).to.deep.include({ connections: 1, transport: 'segments' });
-    expect(refusals(relay.log(), 'GET /live/index.json').length).to.equal(1);
+  it('segments 401: a segments viewer whose cookie is gone is stopped at its next request with the same message', async () => {
+    const page = await memberPage(relay.url, '?transport=segments');
+    const before = refusals(relay.log(), 'members: GET /members/').length;
+    await context.clearCookies();
+    const view = await expectStopped(page, 'members: GET /members/', /^This stream needs a token or a signed link/);
+    expect(view.transport).to.equal('segments');
+    const refused = refusals(relay.log(), 'members: GET /members/').slice(before);
+    expect(refused.length, refused.join('\n')).to.equal(1);
+    expect(refused[0]).to.match(/GET \/members\/[^/ ]+\/\d+\.webm from 127\.0\.0\.1: refused \(missing token\)/);
     await page.close();
   });
 
@@ -110,19 +144,19 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
     const proxy = await cuttableProxy(relay.port);
     try {
       const page = await context.newPage();
-      const link = signedQuery('live', 6, SIGN_KEY);
+      const link = signedQuery('club', 6, SIGN_KEY);
       const expires = Number(new URLSearchParams(link).get('exp')) * 1000;
-      await page.goto(`${proxy.url}/live/?${link}`);
+      await page.goto(`${proxy.url}/club/?${link}`);
       await page.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 20_000 });
       // Watching goes on past the expiry: a viewer is not cut off by its link.
       await sleep(Math.max(0, expires - Date.now()) + 1500);
       expect((await playerView(page)).state).to.equal('playing');
       const before = (await playerView(page)).connections;
-      const wsBefore = refusals(relay.log(), 'websocket').length;
+      const wsBefore = refusals(relay.log(), 'club: websocket').length;
       expect(proxy.cut(), 'connections cut').to.be.greaterThan(0);
-      const view = await expectStopped(page, 'websocket', /^The relay refused this link \(the link has expired\)\. Ask whoever gave it to you for a new one\.$/);
+      const view = await expectStopped(page, 'club: websocket', /^The relay refused this link \(the link has expired\)\. Ask whoever gave it to you for a new one\.$/);
       expect(view.connections - before, 'WebSocket attempts after the cut').to.equal(1);
-      expect(refusals(relay.log(), 'websocket').length - wsBefore, 'refused WebSockets the relay saw').to.equal(1);
+      expect(refusals(relay.log(), 'club: websocket').length - wsBefore, 'refused WebSockets the relay saw').to.equal(1);
       await page.close();
     } finally {
       proxy.close();
@@ -131,15 +165,21 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
 
   it('segments 403: a segments viewer whose link expires is stopped at its next request with "the link has expired"', async () => {
     const page = await context.newPage();
-    const link = signedQuery('live', 5, SIGN_KEY);
-    await page.goto(`${relay.url}/live/?${link}&transport=segments`);
+    const link = signedQuery('club', 5, SIGN_KEY);
+    await page.goto(`${relay.url}/club/?${link}&transport=segments`);
     await page.waitForFunction(() => (window as unknown as { player: { state: string } }).player.state === 'playing', null, { timeout: 20_000 });
-    const before = refusals(relay.log(), 'GET /live/');
-    const view = await expectStopped(page, 'GET /live/', /^The relay refused this link \(the link has expired\)/);
+    const before = refusals(relay.log(), 'club: GET /club/');
+    const view = await expectStopped(page, 'club: GET /club/', /^The relay refused this link \(the link has expired\)/);
     expect(view.transport).to.equal('segments');
-    const refused = refusals(relay.log(), 'GET /live/').slice(before.length);
+    const refused = refusals(relay.log(), 'club: GET /club/').slice(before.length);
     expect(refused.length, refused.join('\n')).to.equal(1);
-    expect(refused[0]).to.match(/GET \/live\/[^/ ]+\/\d+\.webm from 127\.0\.0\.1: refused \(expired signature\)/);
+    expect(refused[0]).to.match(/GET \/club\/[^/ ]+\/\d+\.webm from 127\.0\.0\.1: refused \(expired signature\)/);
     await page.close();
+  });
+
+  it('the player page\'s file is not served around its gate: /index.html goes to the list, /publish.html is not there', async () => {
+    const index = await fetch(`${relay.url}/index.html`, { redirect: 'manual' });
+    expect([index.status, index.headers.get('location')]).to.deep.equal([302, './']);
+    expect((await fetch(`${relay.url}/publish.html`)).status).to.equal(404);
   });
 });
