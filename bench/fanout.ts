@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import { cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -215,6 +215,8 @@ interface FanoutResult {
   streams: number;
   /** Cores (CPU seconds per second) over the window. */
   cpu: number;
+  /** Part of cpu spent in the kernel (0..1). */
+  systemShare: number;
   readersCpu: number;
   hwm: number;
   rssBefore: number;
@@ -374,12 +376,12 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
     await sleep(WARMUP_MS);
     readers.send('start');
     await readers.next('started');
-    const cpu0 = cpuSeconds(pid);
+    const cpu0 = cpuTimes(pid);
     const rcpu0 = cpuSeconds(readers.child.pid!);
     const t0 = performance.now();
     await sleep(WINDOW_S * 1000);
     readers.send('stop');
-    const cpu1 = cpuSeconds(pid);
+    const cpu1 = cpuTimes(pid);
     const rcpu1 = cpuSeconds(readers.child.pid!);
     const seconds = (performance.now() - t0) / 1000;
     const mem = memory(pid);
@@ -396,7 +398,8 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
       target,
       viewers,
       streams: streamCount,
-      cpu: (cpu1 - cpu0) / seconds,
+      cpu: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds,
+      systemShare: (cpu1.system - cpu0.system) / Math.max(1e-9, cpu1.user + cpu1.system - cpu0.user - cpu0.system),
       readersCpu: (rcpu1 - rcpu0) / seconds,
       hwm: mem.hwm,
       rssBefore,
@@ -521,6 +524,7 @@ function medianResult(results: FanoutResult[]): FanoutResult {
     viewers: results[0].viewers,
     streams: results[0].streams,
     cpu: m('cpu'),
+    systemShare: m('systemShare'),
     readersCpu: m('readersCpu'),
     hwm: m('hwm'),
     rssBefore: m('rssBefore'),
@@ -572,7 +576,7 @@ async function main(): Promise<void> {
           if (streams !== 1 && !RELAYS.includes(target)) continue;
           const r = await runFanout(target, n, streams, file);
           console.log(
-            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores (${(r.systemShare * 100).toFixed(0)} % system), rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
           );
           const key = `${target}/${n}/${streams}`;
           runs.set(key, [...(runs.get(key) ?? []), r]);
