@@ -147,13 +147,23 @@ export const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 
 
 /** utime + stime of a process, in seconds (0 if it is gone). */
 export function cpuSeconds(pid: number): number {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
+}
+
+/**
+ * utime and stime of a process apart, in seconds: on loopback the kernel delivers a
+ * write to the reader's socket in the writer's system time, so the split tells
+ * JavaScript work from per-write kernel work.
+ */
+export function cpuTimes(pid: number): { user: number; system: number } {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
   } catch {
-    return 0;
+    return { user: 0, system: 0 };
   }
 }
 

@@ -20,8 +20,10 @@ export interface ReadersConfig {
   /** Where viewers connect. `http`: GET /<name>.webm; `ws`: WebSocket /<name>; `raw`: connect and read (tcpserversink). */
   protocol: 'http' | 'ws' | 'raw';
   port: number;
-  /** Readers in all; reader i watches stream i % streams.length. */
+  /** Readers in all; reader i watches stream i % streams.length (or the first, see `viewersOn`). */
   viewers: number;
+  /** `all`: readers spread evenly over the streams; `first`: all on the first, the others live with none. */
+  viewersOn?: 'all' | 'first';
   /**
    * The streams: the name in their URLs, and where their replay of the recording goes
    * (`tcp:PORT` or a FIFO path; absent: the server encodes itself).
@@ -345,7 +347,7 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
 }
 
 async function connectAll(connected: () => Promise<void>): Promise<void> {
-  for (let i = 0; i < config.viewers; i++) readers.push(new Reader(clocks[i % clocks.length]));
+  for (let i = 0; i < config.viewers; i++) readers.push(new Reader(clocks[config.viewersOn === 'first' ? 0 : i % clocks.length]));
   // Paced, not awaited: tcpserversink listens with a backlog of 5 and drops SYNs beyond it
   // (the client retries a second later), so waiting on each connect would take minutes.
   const gapMs = config.protocol === 'raw' ? 2 : 1;

@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import { cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -41,6 +41,7 @@ const { values: argv } = parseArgs({
   options: {
     viewers: { type: 'string' },
     streams: { type: 'string' },
+    'viewers-on': { type: 'string' },
     window: { type: 'string' },
     reps: { type: 'string' },
     encoders: { type: 'string' },
@@ -59,6 +60,11 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
                      the memory a stream costs with no viewers. The relay reads its
                      streams from a YAML --config, each fed its own replay of the
                      recording over TCP; tcpserversink and floor run with 1 stream only.
+  --viewers-on all|first
+                     with several streams: readers spread evenly over them (all), or
+                     every reader on the first while the others are live without
+                     viewers (first): the cost of taking in S streams apart from that
+                     of splitting the viewers (FANOUT_VIEWERS_ON, default all)
   --targets LIST     servers: relay (HTTP), relay-ws (WebSocket), tcpserversink, floor
                      (FANOUT_TARGETS, default all four)
   --window S         measurement window in seconds (FANOUT_WINDOW_S, default 10)
@@ -80,6 +86,11 @@ if (argv.help) {
 }
 const list = (text: string) => text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
 const VIEWERS = list(argv.viewers ?? process.env.FANOUT_VIEWERS ?? '100,300,1000').map(Number);
+const VIEWERS_ON = (argv['viewers-on'] ?? process.env.FANOUT_VIEWERS_ON ?? 'all') as 'all' | 'first';
+if (VIEWERS_ON !== 'all' && VIEWERS_ON !== 'first') {
+  console.error(`fanout: --viewers-on must be all or first, not ${VIEWERS_ON}`);
+  process.exit(2);
+}
 const STREAMS = list(argv.streams ?? process.env.FANOUT_STREAMS ?? '1').map(Number);
 const WINDOW_S = Number(argv.window ?? process.env.FANOUT_WINDOW_S ?? 10);
 const REPS = Number(argv.reps ?? process.env.FANOUT_REPS ?? 1);
@@ -215,6 +226,8 @@ interface FanoutResult {
   streams: number;
   /** Cores (CPU seconds per second) over the window. */
   cpu: number;
+  /** Part of cpu spent in the kernel (0..1). */
+  systemShare: number;
   readersCpu: number;
   hwm: number;
   rssBefore: number;
@@ -276,9 +289,11 @@ interface RelayUnderTest {
  * flags would name it; several are s1, s2, ...
  */
 async function startRelay(count: number): Promise<RelayUnderTest> {
-  const port = await freePort();
-  const streams: { name: string; ingest: string }[] = [];
-  for (let k = 0; k < count; k++) streams.push({ name: count === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${await freePort()}` });
+  // A port freed is free to be handed out again: ask until every one is distinct.
+  const ports = new Set<number>();
+  while (ports.size < count + 1) ports.add(await freePort());
+  const [port, ...ingestPorts] = ports;
+  const streams = ingestPorts.map((p, k) => ({ name: count === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${p}` }));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fanout-relay-'));
   const file = path.join(dir, 'relay.yml');
   const settings = relayArgsAsYaml(words(process.env.FANOUT_RELAY_ARGS));
@@ -355,7 +370,7 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
   server.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const pid = server.pid!;
   const readers = new Readers(
-    { protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, streams, recording: file, spreadMs: spreadMs(), connectAfterMs: -1 },
+    { protocol: target === 'relay' ? 'http' : target === 'relay-ws' ? 'ws' : 'raw', port: viewerPort, viewers, viewersOn: VIEWERS_ON, streams, recording: file, spreadMs: spreadMs(), connectAfterMs: -1 },
     READER_CPUS,
   );
   try {
@@ -374,12 +389,12 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
     await sleep(WARMUP_MS);
     readers.send('start');
     await readers.next('started');
-    const cpu0 = cpuSeconds(pid);
+    const cpu0 = cpuTimes(pid);
     const rcpu0 = cpuSeconds(readers.child.pid!);
     const t0 = performance.now();
     await sleep(WINDOW_S * 1000);
     readers.send('stop');
-    const cpu1 = cpuSeconds(pid);
+    const cpu1 = cpuTimes(pid);
     const rcpu1 = cpuSeconds(readers.child.pid!);
     const seconds = (performance.now() - t0) / 1000;
     const mem = memory(pid);
@@ -396,7 +411,8 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
       target,
       viewers,
       streams: streamCount,
-      cpu: (cpu1 - cpu0) / seconds,
+      cpu: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds,
+      systemShare: (cpu1.system - cpu0.system) / Math.max(1e-9, cpu1.user + cpu1.system - cpu0.user - cpu0.system),
       readersCpu: (rcpu1 - rcpu0) / seconds,
       hwm: mem.hwm,
       rssBefore,
@@ -521,6 +537,7 @@ function medianResult(results: FanoutResult[]): FanoutResult {
     viewers: results[0].viewers,
     streams: results[0].streams,
     cpu: m('cpu'),
+    systemShare: m('systemShare'),
     readersCpu: m('readersCpu'),
     hwm: m('hwm'),
     rssBefore: m('rssBefore'),
@@ -572,7 +589,7 @@ async function main(): Promise<void> {
           if (streams !== 1 && !RELAYS.includes(target)) continue;
           const r = await runFanout(target, n, streams, file);
           console.log(
-            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores, rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores (${(r.systemShare * 100).toFixed(0)} % system), rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
           );
           const key = `${target}/${n}/${streams}`;
           runs.set(key, [...(runs.get(key) ?? []), r]);
@@ -623,7 +640,7 @@ async function main(): Promise<void> {
   }
   if (MULTI && relayTargets.length > 0) {
     console.log('');
-    console.log(`Streams: the same viewers spread evenly over S streams, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
+    console.log(`Streams: ${VIEWERS_ON === 'first' ? 'every viewer on the first of S streams, the others live with no viewers' : 'the same viewers spread evenly over S streams'}, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
     const rows: string[][] = [];
     for (const n of VIEWERS) {
       for (const target of relayTargets) {

@@ -69,8 +69,10 @@ export const CLOSE_REASONS = {
   unknownStream: { ws: 4404, http: 404, text: 'no such stream' },
   /** The stream is not open and no credentials came (read: token or signed; a publisher without its token). */
   unauthorized: { ws: 4401, http: 401, text: 'this stream needs a token or a signed link' },
-  /** Wrong token, bad signature or an expired link. */
-  forbidden: { ws: 4403, http: 403, text: 'wrong token, bad signature or expired link' },
+  /** A wrong token or a bad signature. */
+  forbidden: { ws: 4403, http: 403, text: 'wrong token or bad signature' },
+  /** A signed link past its expiry: the same code, a text that tells the viewer what happened. */
+  expired: { ws: 4403, http: 403, text: 'the link has expired' },
   /** The page's Origin is not on the stream's allow-origins (refused in the WebSocket handshake). */
   originRefused: { ws: 4403, http: 403, text: 'this origin may not embed the stream' },
   /** Too many failed attempts from this address are waiting: try later. */
@@ -80,10 +82,18 @@ export const CLOSE_REASONS = {
 export type CloseReason = keyof typeof CLOSE_REASONS;
 
 /**
- * The publish WebSocket `/<name>/publish`: the publisher presents the stream's token
- * (`?token=` or, better, as its first message `{"type":"auth","token":...}`), then
- * sends its live WebM as binary messages, each at most the stream's max-element-size.
+ * The publish WebSocket `/<name>/publish`: the publisher presents the stream's token,
+ * then sends its live WebM as binary messages, each at most the stream's
+ * max-element-size. The token goes, best first: as a WebSocket subprotocol
+ * (`Sec-WebSocket-Protocol: webm-relay.publish, webm-relay.token.<base64url of the
+ * token>`, which a browser can set and which stays out of URLs and so out of access
+ * logs; the relay answers with `webm-relay.publish` alone), as the first message
+ * `{"type":"auth","token":...}`, or as `?token=` on the URL.
  */
+export const PUBLISH_PROTOCOL = 'webm-relay.publish';
+/** Followed by the token in base64url (no padding): a subprotocol may hold only an HTTP token's characters. */
+export const PUBLISH_TOKEN_PROTOCOL_PREFIX = 'webm-relay.token.';
+
 export interface PublishAuthMessage {
   type: 'auth';
   token: string;

@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 // `npm test`: every test folder under dist/test, run as separate mocha processes,
-// TEST_JOBS at a time (default 2: three browser-heavy folders at once on two cores measured the machine, not the player), the longest first, so that the suites that wait
-// on real time (browsers, proxies, encoders) overlap. Each folder's output is
+// TEST_JOBS at a time, the longest first. The default is one folder per two cores
+// (one on this project's two-core machines): nearly every folder runs browsers and
+// encoders whose timing the tests assert on, and two such folders at once on two
+// cores measured the machine, not the player. Each folder's output is
 // printed whole when it ends, never interleaved; the last line totals them all.
 //
 //   npm test                      every folder
 //   npm test -- relay streams     only these folders
-//   TEST_JOBS=1 npm test          one after another
+//   TEST_JOBS=2 npm test          two folders at a time
 //   npm test -- quality           the playback-quality goals not yet met in every
 //                                 engine (see the README): run only when named
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,7 +41,7 @@ function rank(name) {
   return at < 0 ? LONGEST_FIRST.length : at;
 }
 
-const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2));
+const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? Math.floor(os.availableParallelism() / 2)));
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const failedFolders = [];
 /** Mocha's "N failing" report of each failed folder, printed again at the very end so a truncated log still names them. */

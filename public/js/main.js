@@ -40,10 +40,12 @@ const STATUS_TEXT = {
   reconnecting: 'reconnecting',
   full: 'relay full',
   unsupported: 'cannot play',
+  denied: 'no access',
 };
 
 // ?transport=segments: HTTP segments (what a cache or CDN in front can serve) instead of the WebSocket.
 const segmentsUrl = new URL(`${streamName}/`, document.baseURI);
+segmentsUrl.search = credentials.toString();
 
 const player = new Player(video, {
   url: wsUrl.href,
@@ -56,7 +58,7 @@ const player = new Player(video, {
     status.dataset.state = p.state;
     notice.textContent = p.message;
     notice.hidden = p.message === '';
-    notice.classList.toggle('fatal', p.state === 'unsupported');
+    notice.classList.toggle('fatal', p.state === 'unsupported' || p.state === 'denied');
   },
 });
 const overlay = new StatsOverlay($('overlay'), player);

@@ -4,10 +4,11 @@
 import { BufferController } from './buffer-controller.js';
 import { LatencyController } from './latency-controller.js';
 import { SegmentTransport } from './segment-transport.js';
-import { CLOSE_TOO_MANY_VIEWERS, LiveTransport } from './transport.js';
+import { CLOSE_NEEDS_CREDENTIALS, CLOSE_TOO_MANY_VIEWERS, LiveTransport } from './transport.js';
 
 /**
- * @typedef {'connecting' | 'buffering' | 'playing' | 'reconnecting' | 'full' | 'unsupported'} PlayerState
+ * `denied`: the relay refused the credentials (none, wrong, expired); the player does not try again.
+ * @typedef {'connecting' | 'buffering' | 'playing' | 'reconnecting' | 'full' | 'unsupported' | 'denied'} PlayerState
  */
 
 const TICK_MS = 250;
@@ -111,6 +112,16 @@ export class Player {
         } else if (code === CLOSE_TOO_MANY_VIEWERS) this.setState('full', `The relay has too many viewers; trying again in ${seconds} s.`);
         else this.setState('reconnecting', `Lost the connection to the relay; reconnecting in ${seconds} s…`);
       },
+      onRefused: ({ code, reason }) => {
+        // 4401 (401): no credentials came; 4403 (403): wrong, or the link has expired (the relay's text says which).
+        const why = reason ? ` (${reason.replace(/^(index\.json|segment \S+): /, '')})` : '';
+        this.setState(
+          'denied',
+          code === CLOSE_NEEDS_CREDENTIALS
+            ? 'This stream needs a token or a signed link: open the link you were given.'
+            : `The relay refused this link${why}. Ask whoever gave it to you for a new one.`,
+        );
+      },
     };
     /** @type {LiveTransport | SegmentTransport} */
     this.transport =
@@ -159,6 +170,8 @@ export class Player {
       this.setState('unsupported', 'This browser has no Media Source Extensions, so it cannot play the live stream here. Try the plain video page.');
       return;
     }
+    // When this viewer began to connect (the page's early socket, or now): where a start-up wait begins.
+    this.timeline.connect = Math.round(early?.at ?? performance.now());
     // Open a MediaSource while the socket connects: one step less before the first frame.
     void this.buffer.attach();
     this.transport.start(early);
@@ -187,7 +200,7 @@ export class Player {
     }
     this.descriptionAt = performance.now();
     // A new start: keep only what happened before the stream was described.
-    this.timeline = { script: this.timeline.script, open: this.timeline.open };
+    this.timeline = { script: this.timeline.script, connect: this.timeline.connect, open: this.timeline.open };
     this.mark('stream');
     this.awaitingStart = true;
     this.setState('buffering', 'Waiting for the first picture…');
@@ -241,7 +254,7 @@ export class Player {
 
   /** @param {string} why */
   recover(why) {
-    if (this.state === 'unsupported') return;
+    if (this.state === 'unsupported' || this.state === 'denied') return;
     this.mediaErrors++;
     const now = performance.now();
     this.recentErrors = now - this.lastErrorAt < 30_000 ? this.recentErrors + 1 : 1;

@@ -9,6 +9,10 @@ const streamName = /** @type {HTMLMetaElement | null} */ (document.querySelector
 const socketUrl = new URL(`${streamName}/publish`, document.baseURI);
 socketUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
 
+/** src/protocol.ts PUBLISH_PROTOCOL and PUBLISH_TOKEN_PROTOCOL_PREFIX: the token goes as a subprotocol, never in the URL (which ends up in logs). */
+const PUBLISH_PROTOCOL = 'webm-relay.publish';
+const TOKEN_PROTOCOL_PREFIX = 'webm-relay.token.';
+
 /** A chunk every this many ms: small enough that viewers see it soon, large enough to cost little per message. */
 const TIMESLICE_MS = 200;
 const KEYFRAME_INTERVAL_MS = 1000;
@@ -35,6 +39,8 @@ document.title = `Go live: ${streamName} · webm-relay`;
 $('watch').href = `./${encodeURIComponent(streamName)}/`;
 const tokenInput = /** @type {HTMLInputElement} */ ($('token'));
 tokenInput.value = params.get('token') ?? '';
+// ?source=screen: share the screen (with autostart, a room PC that shows its screen on boot).
+if (params.get('source') === 'screen') $('source').value = 'screen';
 
 const state = {
   state: 'idle',
@@ -48,6 +54,8 @@ const state = {
   viewers: /** @type {number | null} */ (null),
   liveSince: /** @type {number | null} */ (null),
   connections: 0,
+  /** The subprotocol the relay chose (the token offered beside it is never echoed). */
+  protocol: '',
   reconnects: 0,
   recorders: 0,
 };
@@ -144,9 +152,14 @@ function connect() {
   state.connections++;
   if (state.connections > 1) state.reconnects++;
   $('reconnects').textContent = String(state.reconnects);
-  const ws = new WebSocket(socketUrl.href);
+  const token = tokenInput.value;
+  const ws = new WebSocket(socketUrl.href, token ? [PUBLISH_PROTOCOL, TOKEN_PROTOCOL_PREFIX + base64url(token)] : [PUBLISH_PROTOCOL]);
   socket = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: tokenInput.value }));
+  ws.onopen = () => {
+    state.protocol = ws.protocol;
+    // No token: the relay says so (4401) at once instead of waiting for one.
+    if (!token) ws.send(JSON.stringify({ type: 'auth', token: '' }));
+  };
   ws.onmessage = (event) => {
     if (typeof event.data !== 'string') return;
     /** @type {PublishingMessage} */
@@ -172,6 +185,13 @@ function connect() {
     show(known ? 'refused' : 'reconnecting', known ? known.text : `Connection lost (${event.code}). Reconnecting in ${Math.round(delay / 1000)} s.`);
     retryTimer = setTimeout(() => wanted && connect(), delay);
   };
+}
+
+/** A subprotocol may hold only an HTTP token's characters: the token as base64url of its UTF-8. */
+function base64url(/** @type {string} */ text) {
+  let binary = '';
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 function startRecorder(/** @type {WebSocket} */ ws) {

@@ -33,6 +33,10 @@ export const SEGMENTS_CLOSE = {
   SILENT: 4001,
   /** The tab came back from the background far behind live. */
   BEHIND: 4002,
+  /** 401: the stream needs a token or a signed link (the WebSocket's 4401). */
+  NEEDS_CREDENTIALS: 4401,
+  /** 403: wrong token, bad signature or an expired link (the WebSocket's 4403). */
+  CREDENTIALS_REFUSED: 4403,
 };
 
 class SegmentError extends Error {
@@ -53,12 +57,15 @@ export class SegmentTransport {
    *   onMedia: (bytes: ArrayBuffer) => void,
    *   onPong?: (message: any) => void,
    *   onClose?: (info: { code: number, reason: string, retryInMs: number }) => void,
+   *   onRefused?: (info: { code: number, reason: string }) => void,
    * }} handlers
    * @param {Partial<typeof DEFAULTS>} options
    */
   constructor(base, handlers, options = {}) {
     this.kind = 'segments';
     this.base = base;
+    /** A protected stream's credentials (?token=, or ?exp=&sig=), on every request: the relay checks each one. */
+    this.credentials = new URL(base, location.href).searchParams;
     this.handlers = handlers;
     this.options = { ...DEFAULTS, ...options };
     this.failures = 0;
@@ -122,6 +129,13 @@ export class SegmentTransport {
       if (this.abort !== abort) return; // dropped on purpose
       this.drop();
       const code = error instanceof SegmentError ? error.code : SEGMENTS_CLOSE.NETWORK;
+      if (code === SEGMENTS_CLOSE.NEEDS_CREDENTIALS || code === SEGMENTS_CLOSE.CREDENTIALS_REFUSED) {
+        // The same request again cannot succeed: say why and stop.
+        this.stopped = true;
+        clearTimeout(this.retryTimer);
+        this.handlers.onRefused?.({ code, reason: error.message });
+        return;
+      }
       this.scheduleRetry(code, error?.message ?? String(error));
     });
   }
@@ -179,9 +193,16 @@ export class SegmentTransport {
 
   /** @param {string} url @param {AbortSignal} signal */
   async get(url, signal) {
-    const response = await fetch(url, { signal });
+    const target = new URL(url);
+    for (const [key, value] of this.credentials) target.searchParams.set(key, value);
+    const response = await fetch(target.href, { signal });
     if (response.ok) return response;
     const what = url.endsWith('index.json') ? 'index.json' : `segment ${url.split('/').pop()}`;
+    if (response.status === 401 || response.status === 403) {
+      // The relay's text says which (e.g. "the link has expired"); shown, never inspected.
+      const text = (await response.text().catch(() => '')).trim();
+      throw new SegmentError(response.status === 401 ? SEGMENTS_CLOSE.NEEDS_CREDENTIALS : SEGMENTS_CLOSE.CREDENTIALS_REFUSED, text || `${what}: HTTP ${response.status}`);
+    }
     if (response.status === 503) throw new SegmentError(SEGMENTS_CLOSE.NOT_LIVE, `${what}: not available yet (503)`);
     if (response.status === 404) throw new SegmentError(SEGMENTS_CLOSE.GONE, `${what}: gone (404)`);
     throw new SegmentError(SEGMENTS_CLOSE.NETWORK, `${what}: HTTP ${response.status}`);

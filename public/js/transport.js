@@ -13,6 +13,19 @@
 
 /** src/protocol.ts CLOSE_REASONS.full.ws: the relay already serves its maximum of viewers. */
 export const CLOSE_TOO_MANY_VIEWERS = 1013;
+/** CLOSE_REASONS.unauthorized.ws: the stream needs a token or a signed link, and none came. */
+export const CLOSE_NEEDS_CREDENTIALS = 4401;
+/** CLOSE_REASONS.forbidden.ws and .expired.ws: wrong token, bad signature, or the link has expired. */
+export const CLOSE_CREDENTIALS_REFUSED = 4403;
+/** CLOSE_REASONS.throttled.ws: too many failed attempts from this address. */
+export const CLOSE_THROTTLED = 4429;
+
+/**
+ * Closes after which trying again with the same URL cannot work: the credentials are
+ * missing, wrong or expired. Retrying would only hammer the relay (and count as guesses).
+ * @param {number} code
+ */
+export const isRefusal = (code) => code === CLOSE_NEEDS_CREDENTIALS || code === CLOSE_CREDENTIALS_REFUSED;
 
 const DEFAULTS = {
   /** First reconnect delay; doubles per failed attempt up to maxDelayMs (with +-25 % jitter). */
@@ -36,6 +49,7 @@ export class LiveTransport {
    *   onMedia: (bytes: ArrayBuffer) => void,
    *   onPong?: (message: PongMessage) => void,
    *   onClose?: (info: { code: number, reason: string, retryInMs: number }) => void,
+   *   onRefused?: (info: { code: number, reason: string }) => void,
    * }} handlers
    * @param {Partial<typeof DEFAULTS>} options
    */
@@ -62,8 +76,8 @@ export class LiveTransport {
   }
 
   /**
-   * @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean }} [early]
-   *   a socket the page opened before this module loaded, with what it received so far
+   * @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean, closed?: { code: number, reason: string } }} [early]
+   *   a socket the page opened before this module loaded, with what it received so far (and how it closed, if it did)
    */
   start(early) {
     this.stopped = false;
@@ -90,10 +104,16 @@ export class LiveTransport {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
-  /** @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean }} [early] */
+  /** @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean, closed?: { code: number, reason: string } }} [early] */
   connect(early) {
     if (this.connections > 0) this.retries++;
     this.connections++;
+    if (early && early.socket.url === this.url && early.closed) {
+      // The page's early socket was this first attempt, and it has ended already (a refusal comes at once).
+      for (const data of early.messages.splice(0)) this.receive(data);
+      this.closed(early.closed.code, early.closed.reason);
+      return;
+    }
     const adopt = early && early.socket.url === this.url && early.socket.readyState <= WebSocket.OPEN;
     const socket = adopt ? early.socket : new WebSocket(this.url);
     socket.binaryType = 'arraybuffer';
@@ -113,7 +133,7 @@ export class LiveTransport {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.drop();
-      this.scheduleReconnect(event.code, event.reason);
+      this.closed(event.code, event.reason);
     };
     // An error is always followed by close; nothing to do here.
     socket.onerror = () => {};
@@ -172,13 +192,25 @@ export class LiveTransport {
     if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close();
   }
 
+  /** The relay closed the connection: try again, unless it refused the credentials. @param {number} code @param {string} reason */
+  closed(code, reason) {
+    if (this.stopped) return;
+    if (isRefusal(code)) {
+      this.stopped = true;
+      clearTimeout(this.retryTimer);
+      this.handlers.onRefused?.({ code, reason });
+      return;
+    }
+    this.scheduleReconnect(code, reason);
+  }
+
   /** @param {number} code @param {string} reason */
   scheduleReconnect(code, reason) {
     if (this.stopped) return;
     const { baseDelayMs, maxDelayMs, fullDelayMs } = this.options;
     let delay = Math.min(maxDelayMs, baseDelayMs * 2 ** this.failures);
     delay *= 0.75 + Math.random() * 0.5;
-    if (code === CLOSE_TOO_MANY_VIEWERS) delay = Math.max(delay, fullDelayMs);
+    if (code === CLOSE_TOO_MANY_VIEWERS || code === CLOSE_THROTTLED) delay = Math.max(delay, fullDelayMs);
     this.failures++;
     this.handlers.onClose?.({ code, reason, retryInMs: Math.round(delay) });
     clearTimeout(this.retryTimer);

@@ -23,7 +23,8 @@ const PRODUCER_KEYS = ['encoder', 'listen', 'publish', 'pull'] as const;
 const fileKeys = (scope: 'relay' | 'stream' | 'encoder') => OPTIONS.filter((o) => o.scope === scope && !o.flagOnly).map((o) => o.name);
 /** At the top: the relay's settings, and defaults for every stream's limits. */
 const TOP_KEYS = new Set([...fileKeys('relay'), ...fileKeys('stream'), 'streams']);
-const STREAM_KEYS = new Set([...fileKeys('stream'), ...PRODUCER_KEYS]);
+/** `publish-token`: the token of a `publish: browser` stream (a scalar producer has no room for it). */
+const STREAM_KEYS = new Set([...fileKeys('stream'), ...PRODUCER_KEYS, 'publish-token']);
 const ENCODER_KEYS = new Set(fileKeys('encoder'));
 
 /**
@@ -75,6 +76,47 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
     if (!entry) return parent(name);
     const keyPath = path ? `${path}.${name}` : name;
     return { text: scalarText(entry.node, entry.keyNode, keyPath), where: at(entry.node ?? entry.keyNode, keyPath) };
+  };
+
+  /**
+   * A publish slot: `publish: { token: SECRET }`, or `publish: browser` with the token in
+   * the stream's `publish-token:`. Either way a token is required: a publish stream open to
+   * anyone would let anyone who finds the relay put pictures in front of its viewers, and
+   * "only from loopback" would be no safer, since behind a proxy on the same host every
+   * request comes from loopback.
+   */
+  const readPublish = (
+    values: Map<string, { node: Node | null; keyNode: Node }>,
+    node: Node | null,
+    producerKey: Node,
+    producerPath: string,
+    path: string,
+  ): { producer: ProducerConfig; publishToken: string } => {
+    const tokenEntry = values.get('publish-token');
+    const checkedToken = (entry: { node: Node | null; keyNode: Node }, keyPath: string) =>
+      checkToken(at(entry.node ?? entry.keyNode, keyPath), scalarText(entry.node, entry.keyNode, keyPath));
+    if (isMap(node)) {
+      const publish = entries(node, producerPath, new Set(['token']));
+      const token = publish.get('token');
+      if (!token) throw new ConfigError(`${at(node, producerPath)} needs a token (at least 16 characters)`);
+      if (tokenEntry) {
+        throw new ConfigError(`${at(tokenEntry.keyNode, `${path}.publish-token`)}: a second token for this stream (it has ${producerPath}.token); keep one`);
+      }
+      return { producer: { kind: 'publish' }, publishToken: checkedToken(token, `${producerPath}.token`) };
+    }
+    const text = node !== null && isScalar(node) && node.value !== null ? String(node.value) : '';
+    if (text !== 'browser') {
+      throw new ConfigError(
+        `${at(node ?? producerKey, producerPath)} must be browser (with publish-token: SECRET beside it) or { token: SECRET }` + (text ? `, got "${text}"` : ''),
+      );
+    }
+    if (!tokenEntry) {
+      throw new ConfigError(
+        `${at(node, producerPath)}: browser needs the publishers' token: add publish-token: SECRET (at least 16 characters) under ${path}, ` +
+          'or write publish: { token: SECRET }. A publish stream is never open without one',
+      );
+    }
+    return { producer: { kind: 'publish' }, publishToken: checkedToken(tokenEntry, `${path}.publish-token`) };
   };
 
   const top = entries(root, '', TOP_KEYS);
@@ -135,14 +177,13 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
         producer = { kind: 'pull', url: parseUpstreamUrl(at(node ?? producerKey, producerPath), scalarText(node, producerKey, producerPath)) };
         break;
       case 'publish': {
-        if (!isMap(node)) throw new ConfigError(`${at(node ?? producerKey, producerPath)} must be a map with a token: { token: SECRET }`);
-        const publish = entries(node, producerPath, new Set(['token']));
-        const token = publish.get('token');
-        if (!token) throw new ConfigError(`${at(node, producerPath)} needs a token (at least 16 characters)`);
-        publishToken = checkToken(at(token.node ?? token.keyNode, `${producerPath}.token`), scalarText(token.node, token.keyNode, `${producerPath}.token`));
-        producer = { kind: 'publish' };
+        ({ producer, publishToken } = readPublish(values, node, producerKey, producerPath, path));
         break;
       }
+    }
+    if (kind !== 'publish' && values.has('publish-token')) {
+      const entry = values.get('publish-token')!;
+      throw new ConfigError(`${at(entry.keyNode, `${path}.publish-token`)}: only a publish stream (publish: browser) has a publish token; this one's producer is ${kind}`);
     }
     const streamLookup = lookup(values, path, streamDefaults);
     streams.push({ name, record: readRecord(streamLookup, name, relay.recordDir ?? ''), producer, publishToken, limits: readLimits(streamLookup), access: readAccess(streamLookup) });

@@ -25,13 +25,19 @@ const BUSY = Buffer.from('segment not available yet, try again\n');
 /** Finds the segmenter of a stream by name (undefined: no such stream). */
 export type SegmenterLookup = (name: string) => Segmenter | undefined;
 
+/**
+ * The CORS headers of a stream's segment answers for a page of `origin`. By default `*`:
+ * a player on another origin (a CDN's hostname) must see every status, 404 and 503
+ * too, not a CORS failure.
+ */
+export type SegmentCors = (name: string, origin: string | undefined) => Record<string, string>;
+const ANY_ORIGIN: SegmentCors = () => ({ 'Access-Control-Allow-Origin': '*' });
+
 function plain(res: ServerResponse, status: number, body: Buffer, extra: Record<string, string> = {}): void {
   res.writeHead(status, {
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': String(body.length),
     'Cache-Control': BRIEF,
-    // A player on another origin (a CDN's hostname) must see the status, not a CORS failure.
-    'Access-Control-Allow-Origin': '*',
     ...extra,
   });
   res.end(res.req.method === 'HEAD' ? undefined : body);
@@ -47,7 +53,6 @@ function mediaHeaders(etag: string, length?: number): Record<string, string> {
     'Content-Type': 'video/webm',
     'Cache-Control': IMMUTABLE,
     ETag: etag,
-    'Access-Control-Allow-Origin': '*',
     'X-Content-Type-Options': 'nosniff',
   };
   if (length !== undefined) headers['Content-Length'] = String(length);
@@ -59,19 +64,24 @@ function mediaHeaders(etag: string, length?: number): Record<string, string> {
  * then answer it); any URL of their shape is answered here, junk with a `404` before
  * anything is allocated for it.
  */
-export function segmentRoutes(lookup: SegmenterLookup): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function segmentRoutes(lookup: SegmenterLookup, cors: SegmentCors = ANY_ORIGIN): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const url = req.url ?? '';
     if (url.length > MAX_URL_LENGTH) {
       // Only claim it if it looks like ours; the rest of the app has its own 404.
       if (!/^\/[^/?]{1,64}\/(index\.json|[^/?]*\/[^/?]*\.webm)/.test(url.slice(0, 200))) return false;
+      setHeaders(res, ANY_ORIGIN('', undefined));
       notFound(res);
       return true;
     }
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const parts = path.split('/');
+    // Every answer below carries them (writeHead adds what setHeader set).
+    if ((parts.length === 3 && parts[2] === 'index.json') || (parts.length >= 4 && parts[parts.length - 1].endsWith('.webm') && NAME.test(parts[1]))) {
+      setHeaders(res, cors(parts[1], req.headers.origin));
+    }
     // ['', name, 'index.json'] or ['', name, epoch, 'N.webm']
     if (parts.length === 3 && parts[2] === 'index.json') {
       const segmenter = NAME.test(parts[1]) ? lookup(parts[1]) : undefined;
@@ -102,6 +112,10 @@ export function segmentRoutes(lookup: SegmenterLookup): (req: IncomingMessage, r
     serveSegment(segmenter, epoch, Number(file), req, res);
     return true;
   };
+}
+
+function setHeaders(res: ServerResponse, headers: Record<string, string>): void {
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
 }
 
 export function buildIndex(segmenter: Segmenter): SegmentIndex | null {
@@ -137,7 +151,6 @@ function serveIndex(segmenter: Segmenter, res: ServerResponse): void {
     'Content-Type': 'application/json',
     'Content-Length': String(body.length),
     'Cache-Control': INDEX,
-    'Access-Control-Allow-Origin': '*',
   });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }

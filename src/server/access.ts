@@ -8,8 +8,10 @@ import type { FailureThrottle } from './throttle.js';
 const log = logger('access');
 
 /** Why a request was refused, named like the close reasons in src/protocol.ts. */
-export type Refusal = 'unauthorized' | 'forbidden' | 'throttled';
-export type GateVerdict = { ok: true } | { ok: false; refusal: Refusal };
+export type Refusal = 'unauthorized' | 'forbidden' | 'expired' | 'throttled';
+export type GateVerdict<R extends Refusal = Refusal> = { ok: true } | { ok: false; refusal: R };
+/** A publisher's token has no expiry. */
+export type PublisherRefusal = Exclude<Refusal, 'expired'>;
 
 /**
  * The one place that lets viewers and publishers in: checks their credentials, counts
@@ -30,7 +32,8 @@ export class AccessGate {
       return { ok: true };
     }
     if (verdict.why === 'wrong') this.throttle.fail(address);
-    return this.refuse(stream, 'read', address, what, verdict.why === 'missing' ? 'unauthorized' : 'forbidden', `${verdict.why} ${access.read === 'token' ? 'token' : 'signature'}`);
+    const refusal = verdict.why === 'missing' ? 'unauthorized' : verdict.why === 'expired' ? 'expired' : 'forbidden';
+    return this.refuse(stream, 'read', address, what, refusal, `${verdict.why} ${access.read === 'token' ? 'token' : 'signature'}`);
   }
 
   /** Whether the viewer may watch, without waiting, counting or logging (the stream list). */
@@ -40,7 +43,7 @@ export class AccessGate {
   }
 
   /** A publisher presenting `presented` (null: nothing) for a stream with a publish token. */
-  async publisher(stream: Stream, presented: string | null, address: string, what: string): Promise<GateVerdict> {
+  async publisher(stream: Stream, presented: string | null, address: string, what: string): Promise<GateVerdict<PublisherRefusal>> {
     if (!(await this.throttle.admit(address))) return this.refuse(stream, 'publish', address, what, 'throttled', 'too many failed attempts waiting');
     if (presented === null || presented === '') return this.refuse(stream, 'publish', address, what, 'unauthorized', 'missing token');
     if (!secretMatches(presented, stream.config.publishToken ?? '')) {
@@ -51,7 +54,7 @@ export class AccessGate {
     return { ok: true };
   }
 
-  private refuse(stream: Stream, kind: 'read' | 'publish', address: string, what: string, refusal: Refusal, why: string): GateVerdict {
+  private refuse<R extends Refusal>(stream: Stream, kind: 'read' | 'publish', address: string, what: string, refusal: R, why: string): GateVerdict<R> {
     stream.accessFailures[kind]++;
     const delay = this.throttle.delayFor(address);
     log.warn(`${stream.name}: ${what} from ${address}: refused (${why})${delay > 0 ? `; its attempts now wait ${delay} ms` : ''}`);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { WebSocketServer } from 'ws';
-import { STREAM_NAME } from '../config/options.js';
+import { OPEN_ACCESS, STREAM_NAME } from '../config/options.js';
 import { CLOSE_REASONS, type RelayStats } from '../protocol.js';
 import { recordingRoutes } from '../record/routes.js';
 import { segmentRoutes } from '../segments/routes.js';
@@ -92,7 +92,11 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   app.use(recordingRoutes(relay.streams, gate));
   // Segments for HTTP caches: /<name>/index.json, /<name>/<epoch>/init.webm, /<name>/<epoch>/<seq>.webm.
   // First, so that junk in their shape is a 404 before anything else looks at it.
-  const segments = segmentRoutes((name) => relay.streams.get(name)?.segments);
+  // With allow-origins, its origins (and Vary: Origin, which a cache keys its copies by); else any.
+  const segments = segmentRoutes(
+    (name) => relay.streams.get(name)?.segments,
+    (name, origin) => corsHeaders(relay.streams.get(name)?.config.access ?? OPEN_ACCESS, origin),
+  );
   app.use((req: Request, res: Response, next) => {
     // A protected stream's segments and index need the same credentials as the stream
     // (the signature covers the stream and the expiry, not the segment: see the README).
@@ -131,7 +135,7 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     if ((match = PUBLISH_PAGE_PATH.exec(url))) {
       const stream = streamFor(match);
       if (!stream) return next();
-      if (!stream.config.publishToken) return textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... })`);
+      if (!stream.config.publishToken) return textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: browser with publish-token, or publish: { token: ... })`);
       return res.set({ 'Cache-Control': 'no-cache', 'Content-Security-Policy': "frame-ancestors 'self'" }).type('html').send(publishPage(stream.name, '../'));
     }
     if ((match = SNAPSHOT_PATH.exec(url))) {
@@ -193,6 +197,14 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
     res.set('Cache-Control', 'no-store').type(contentType).send(body);
   });
   app.get('/', (_req, res) => res.set('Cache-Control', 'no-cache').sendFile(path.join(options.publicDir, 'streams.html')));
+  // The templates behind the player and publish pages, never as plain files: served as
+  // is they would skip the stream's gate and its frame-ancestors, so any site could
+  // frame a player whose WebSocket then comes from the relay's own origin.
+  app.get('/index.html', (req, res) => {
+    if (onlyStream) return void servePlayer(relay.streams.get(onlyStream)!, req, res, './');
+    res.redirect(302, './');
+  });
+  app.get('/publish.html', (_req, res) => textReply(res, 404, 'the publish page of a stream is /NAME/publish'));
   // The player's files change only with a new release: caches may keep them, asking first.
   app.use(
     express.static(options.publicDir, {
@@ -265,7 +277,7 @@ function watch(stream: Stream, req: Request, res: Response): void {
 async function publish(stream: Stream, gate: AccessGate, req: Request, res: Response): Promise<void> {
   const token = stream.config.publishToken;
   if (!token) {
-    textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: { token: ... }${stream.name === 'live' ? ' or start the relay with --ingest-token' : ''})`);
+    textReply(res, 404, `stream "${stream.name}" takes no published stream (configure publish: browser with publish-token, or publish: { token: ... }${stream.name === 'live' ? ' or start the relay with --ingest-token' : ''})`);
     return;
   }
   const presented = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? null;

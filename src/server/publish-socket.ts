@@ -3,9 +3,9 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { logger } from '../log.js';
-import { PUBLISH_CLOSE_REASONS, type PublishCloseReason, type PublishingMessage } from '../protocol.js';
+import { PUBLISH_CLOSE_REASONS, PUBLISH_PROTOCOL, PUBLISH_TOKEN_PROTOCOL_PREFIX, type PublishCloseReason, type PublishingMessage } from '../protocol.js';
 import type { Stream } from '../stream/stream.js';
-import type { AccessGate } from './access.js';
+import { webSocketOriginAllowed, type AccessGate } from './access.js';
 
 const log = logger('publish');
 
@@ -34,9 +34,23 @@ export class PublishSockets {
   constructor(private readonly gate: AccessGate) {}
 
   upgrade(stream: Stream, req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    // Browsers apply no CORS to WebSockets: without this, any site could have its
+    // visitors' browsers guess the token, each from an address of its own.
+    if (!webSocketOriginAllowed(stream.config.access, req)) {
+      stream.accessFailures.publish++;
+      log.warn(`${stream.name}: publish websocket from ${req.socket.remoteAddress}: refused, origin ${req.headers.origin} is neither the relay's nor in allow-origins`);
+      socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nCache-Control: no-store\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
     let wss = this.servers.get(stream.name);
     if (!wss) {
-      wss = new WebSocketServer({ noServer: true, maxPayload: stream.config.limits.maxElementBytes, perMessageDeflate: false });
+      wss = new WebSocketServer({
+        noServer: true,
+        maxPayload: stream.config.limits.maxElementBytes,
+        perMessageDeflate: false,
+        // Only the protocol's name goes back: the token offered beside it is never echoed.
+        handleProtocols: (protocols) => (protocols.has(PUBLISH_PROTOCOL) ? PUBLISH_PROTOCOL : false),
+      });
       this.servers.set(stream.name, wss);
     }
     wss.handleUpgrade(req, socket, head, (ws) => void this.serve(stream, ws, req));
@@ -65,9 +79,9 @@ export class PublishSockets {
       if (earlyBytes > stream.config.limits.maxElementBytes) return close(ws, 'tooLarge', 'media before the token was checked');
       early.push(chunk);
     };
-    const queryToken = new URL(req.url ?? '/', 'http://relay').searchParams.get('token');
-    if (queryToken !== null) ws.on('message', keepEarly);
-    const token = queryToken ?? (await firstMessageToken(ws));
+    const givenToken = protocolToken(req) ?? new URL(req.url ?? '/', 'http://relay').searchParams.get('token');
+    if (givenToken !== null) ws.on('message', keepEarly);
+    const token = givenToken ?? (await firstMessageToken(ws));
     if (ws.readyState !== ws.OPEN) return;
     const verdict = await this.gate.publisher(stream, token, address, 'publish websocket');
     if (!verdict.ok) return close(ws, verdict.refusal);
@@ -115,6 +129,17 @@ export class PublishSockets {
       wss.close();
     }
   }
+}
+
+/** The token offered as a subprotocol, `webm-relay.token.<base64url>`, or null. */
+function protocolToken(req: http.IncomingMessage): string | null {
+  const header = req.headers['sec-websocket-protocol'];
+  if (typeof header !== 'string') return null;
+  for (const protocol of header.split(',')) {
+    const item = protocol.trim();
+    if (item.startsWith(PUBLISH_TOKEN_PROTOCOL_PREFIX)) return Buffer.from(item.slice(PUBLISH_TOKEN_PROTOCOL_PREFIX.length), 'base64url').toString('utf8');
+  }
+  return null;
 }
 
 /** Waits for the first message, `{"type":"auth","token":...}`. Null: something else came, or nothing. */

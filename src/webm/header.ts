@@ -154,7 +154,10 @@ export function parseDocType(buf: Buffer, start: number, end: number): string {
 }
 
 export function mimeTypeFor(tracks: readonly TrackInfo[]): string {
-  const codecs = tracks.filter((t) => t.kind !== 'other').map((t) => t.mseCodec ?? t.codecId);
+  // Video first, whatever the track order: a browser's MediaRecorder numbers the audio
+  // track first when its sound arrives first, and "vp9,opus" is what people look for.
+  const media = tracks.filter((t) => t.kind !== 'other');
+  const codecs = [...media.filter((t) => t.kind === 'video'), ...media.filter((t) => t.kind !== 'video')].map((t) => t.mseCodec ?? t.codecId);
   const kind = tracks.some((t) => t.kind === 'video') ? 'video' : 'audio';
   return `${kind}/webm; codecs="${codecs.join(',')}"`;
 }

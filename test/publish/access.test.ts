@@ -98,7 +98,7 @@ describe('publish: viewer access per stream (read: token, read: signed) on every
   });
 
   /** Every way into a stream, as a path (the WebSocket separately). */
-  const paths = (name: string) => [`/${name}/`, `/${name}.webm`, `/${name}/snapshot.jpg`, `/api/streams/${name}`];
+  const paths = (name: string) => [`/${name}/`, `/${name}.webm`, `/${name}/snapshot.jpg`, `/${name}/index.json`, `/api/streams/${name}`];
 
   async function expectEverywhere(name: string, query: string, status: number, ws4xx: number | null, label: string, headers: Record<string, string> = {}) {
     const localAddress = status === 200 ? undefined : stranger();

@@ -43,6 +43,28 @@ describe('publish: access settings', () => {
     fails(['--ingest', 'publish'], /--ingest publish needs --ingest-token/);
   });
 
+  it('publish: browser takes its token from publish-token beside it, and means the same slot as publish: { token }', () => {
+    const config = parse(['--config', file('streams:\n  room:\n    publish: browser\n    publish-token: room-publish-token-0123\n  guest:\n    publish: { token: guest-publish-token-0123 }\n')]);
+    expect(config.streams.map((s) => [s.name, s.producer, s.publishToken])).to.deep.equal([
+      ['room', { kind: 'publish' }, 'room-publish-token-0123'],
+      ['guest', { kind: 'publish' }, 'guest-publish-token-0123'],
+    ]);
+  });
+
+  const publishMistakes: [string, string, RegExp][] = [
+    ['publish: browser without a token', 'streams:\n  room:\n    publish: browser\n', /c\d+\.yml:3: streams\.room\.publish: browser needs the publishers' token: add publish-token: SECRET .* never open without one/],
+    ['a short publish-token', 'streams:\n  room:\n    publish: browser\n    publish-token: short\n', /c\d+\.yml:4: streams\.room\.publish-token must be at least 16 characters/],
+    ['an empty publish-token', 'streams:\n  room:\n    publish: browser\n    publish-token:\n', /c\d+\.yml:4: streams\.room\.publish-token must have a value/],
+    ['another word than browser', 'streams:\n  room:\n    publish: camera\n', /c\d+\.yml:3: streams\.room\.publish must be browser \(with publish-token: SECRET beside it\) or \{ token: SECRET \}, got "camera"/],
+    ['an empty publish', 'streams:\n  room:\n    publish:\n    publish-token: room-publish-token-0123\n', /c\d+\.yml:3: streams\.room\.publish must be browser/],
+    ['two tokens', 'streams:\n  room:\n    publish: { token: room-publish-token-0123 }\n    publish-token: room-publish-token-4567\n', /c\d+\.yml:4: streams\.room\.publish-token: a second token for this stream/],
+    ['a publish-token on an encoder stream', 'streams:\n  cam:\n    encoder:\n    publish-token: room-publish-token-0123\n', /c\d+\.yml:4: streams\.cam\.publish-token: only a publish stream .* producer is encoder/],
+    ['a publish-token at the top', 'publish-token: room-publish-token-0123\nstreams:\n  room:\n    publish: browser\n', /c\d+\.yml:1: publish-token: unknown key/],
+  ];
+  for (const [what, text, pattern] of publishMistakes) {
+    it(`refuses ${what}`, () => fails(['--config', file(text)], pattern));
+  }
+
   it('signatures: over the stream name and expiry; sign prints working links; durations', () => {
     const key = 'signing-key-0123456789abcdef';
     const now = 1_800_000_000_000;

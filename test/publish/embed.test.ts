@@ -9,6 +9,8 @@ import { READ_TOKEN, SMALL_ENCODER, startWithConfig } from './helpers.js';
 
 interface EmbedResults {
   snapshot?: number | string;
+  /** The segments' index.json, read with fetch (CORS). */
+  index?: number | string;
   wsMessage?: boolean;
   wsClose?: number;
 }
@@ -22,6 +24,7 @@ ${video}
 <script>
   window.results = {};
   fetch(${JSON.stringify(`${relayUrl}/${name}/snapshot.jpg${query}`)}).then((r) => (results.snapshot = r.status), () => (results.snapshot = 'refused'));
+  fetch(${JSON.stringify(`${relayUrl}/${name}/index.json${query}`)}).then((r) => (results.index = r.status), () => (results.index = 'refused'));
   const ws = new WebSocket(${JSON.stringify(`${relayUrl.replace('http:', 'ws:')}/${name}${query}`)});
   ws.onmessage = () => (results.wsMessage = true);
   ws.onclose = (event) => (results.wsClose = event.code);
@@ -88,7 +91,7 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
     await page.goto(`${siteOrigin}/${name}`);
     await page.waitForFunction(() => {
       const r = (window as unknown as { results: EmbedResults }).results;
-      return r.snapshot !== undefined && (r.wsMessage || r.wsClose !== undefined);
+      return r.snapshot !== undefined && r.index !== undefined && (r.wsMessage || r.wsClose !== undefined);
     }, null, { timeout: 40_000 });
     const results = await page.evaluate(() => (window as unknown as { results: EmbedResults }).results);
     return { page, lines, results, consoleLines };
@@ -100,7 +103,7 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
     const { page, lines, results } = await visit('shared', `?token=${READ_TOKEN}`);
     expect(lines.iframe).to.equal(`<iframe src="${relay.url}/shared/?token=${READ_TOKEN}" width="640" height="400" allow="autoplay; fullscreen" allowfullscreen style="border:0"></iframe>`);
     expect(lines.video).to.equal(`<video src="${relay.url}/shared.webm?token=${READ_TOKEN}" autoplay muted controls playsinline></video>`);
-    expect(results).to.deep.include({ snapshot: 200, wsMessage: true });
+    expect(results).to.deep.include({ snapshot: 200, index: 200, wsMessage: true });
 
     const frame = framedPlayer(page, 'shared');
     expect(frame, 'the player frame').to.not.equal(undefined);
@@ -119,6 +122,16 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
     expect(stream.headers.get('access-control-allow-origin')).to.equal(siteOrigin);
     expect(stream.headers.get('vary')).to.equal('Origin');
     await stream.body?.cancel();
+    // The segments too: the index, the init segment and a segment, with the asking origin and Vary.
+    const index = await fetch(`${relay.url}/shared/index.json?token=${READ_TOKEN}`, { headers: { Origin: siteOrigin } });
+    const body = (await index.json()) as { init: string; partial: { url: string } };
+    for (const [what, answer] of [
+      ['index.json', index],
+      ['init', await fetch(`${relay.url}/shared/${body.init}?token=${READ_TOKEN}`, { headers: { Origin: siteOrigin } })],
+    ] as const) {
+      expect(answer.headers.get('access-control-allow-origin'), what).to.equal(siteOrigin);
+      expect(answer.headers.get('vary'), what).to.equal('Origin');
+    }
     const player = await fetch(`${relay.url}/shared/?token=${READ_TOKEN}`);
     expect(player.headers.get('content-security-policy')).to.equal(`frame-ancestors 'self' ${siteOrigin}`);
     await page.close();
@@ -127,6 +140,7 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
   it('a site not on the list is refused: no frame, no CORS read, no WebSocket', async () => {
     const { page, results, consoleLines } = await visit('elsewhere', '');
     expect(results.snapshot).to.equal('refused');
+    expect(results.index, 'no CORS read of the segments\' index').to.equal('refused');
     expect(results.wsMessage).to.equal(undefined);
     expect(results.wsClose).to.equal(1006);
     expect(consoleLines.join('\n')).to.match(/frame-ancestors/);
@@ -144,6 +158,7 @@ describe('publish: embedding on another site (allow-origins; Chromium, a second 
   it('without allow-origins: the plain stream and snapshot to any origin (CORS *), the WebSocket and the frame to the relay\'s own pages only', async () => {
     const { page, results, consoleLines } = await visit('plain', '');
     expect(results.snapshot).to.equal(200);
+    expect(results.index).to.equal(200);
     expect(results.wsClose).to.equal(1006);
     expect(consoleLines.join('\n')).to.match(/frame-ancestors/);
     await page.waitForFunction(() => (document.getElementById('plain') as HTMLVideoElement).currentTime > 0.5, null, { timeout: 40_000 });

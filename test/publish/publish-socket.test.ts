@@ -6,7 +6,11 @@ import { ffmpegWebm } from '../helpers/media.js';
 import { freePort, getJson, waitFor } from '../helpers/relay.js';
 import { PUBLISH_TOKEN, startWithConfig } from './helpers.js';
 
+const tokenProtocol = (token: string) => `webm-relay.token.${Buffer.from(token).toString('base64url')}`;
+
 interface Outcome {
+  /** The Sec-WebSocket-Protocol the relay answered with (undefined: none). */
+  protocolHeader?: string;
   closeCode: number | null;
   closeReason: string;
   handshakeStatus: number | null;
@@ -14,9 +18,9 @@ interface Outcome {
 }
 
 /** Connects, runs `act` once open, and reports how the relay answered within `ms`. */
-function publishSocket(url: string, act: (ws: WebSocket) => void, ms = 5000): Promise<Outcome> {
+function publishSocket(url: string, act: (ws: WebSocket) => void, ms = 5000, protocols: string[] = [], headers: Record<string, string> = {}): Promise<Outcome> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url);
+    const ws = new WebSocket(url, protocols, { headers });
     const outcome: Outcome = { closeCode: null, closeReason: '', handshakeStatus: null, messages: [] };
     const done = () => {
       clearTimeout(timer);
@@ -24,6 +28,7 @@ function publishSocket(url: string, act: (ws: WebSocket) => void, ms = 5000): Pr
       resolve(outcome);
     };
     const timer = setTimeout(done, ms);
+    ws.on('upgrade', (res) => (outcome.protocolHeader = res.headers['sec-websocket-protocol'] as string | undefined));
     ws.on('open', () => act(ws));
     ws.on('message', (data) => outcome.messages.push(String(data)));
     ws.on('unexpected-response', (_req, res) => {
@@ -91,5 +96,40 @@ describe('publish: the publish WebSocket (tokens, limits, refusals)', function (
     expect(tooLarge.closeCode, JSON.stringify(tooLarge)).to.equal(1009);
     expect(relay.log()).to.match(/guest: publish websocket from 127\.0\.0\.1: refused \(missing token\)/);
     expect(relay.log()).to.match(/a message over max-element-size \(65536 bytes\)/);
+  });
+
+  it('takes the token as a subprotocol (what the publish page sends: no token in the URL) and answers with webm-relay.publish alone', async () => {
+    const before = (await getJson<StreamStats>(`${relay.url}/api/streams/guest`)).ingest.producers;
+    const media = ffmpegWebm({ seconds: 3, width: 320, height: 180 });
+    const outcome = publishSocket(
+      `${ws}/guest/publish`,
+      (socket) => {
+        for (let at = 0; at < media.bytes.length; at += 16 << 10) socket.send(media.bytes.subarray(at, at + (16 << 10)));
+      },
+      3000,
+      ['webm-relay.publish', tokenProtocol(PUBLISH_TOKEN)],
+    );
+    await waitFor('a new producer', async () => (await getJson<StreamStats>(`${relay.url}/api/streams/guest`)).ingest.producers > before, 10_000);
+    const result = await outcome;
+    expect(result.closeCode, JSON.stringify(result)).to.equal(null);
+    expect(result.protocolHeader, 'the echoed subprotocol: the name, never the token').to.equal('webm-relay.publish');
+    expect(JSON.parse(result.messages[0])).to.deep.include({ type: 'publishing' });
+
+    const wrong = await publishSocket(`${ws}/guest/publish`, () => {}, 5000, ['webm-relay.publish', tokenProtocol('not-the-token-0123456789')]);
+    expect(wrong.closeCode, JSON.stringify(wrong)).to.equal(4403);
+    expect(wrong.protocolHeader).to.equal('webm-relay.publish');
+    // A token in any characters (base64url carries them); a subprotocol wins over ?token=.
+    const wrongButQueryRight = await publishSocket(`${ws}/guest/publish?token=${PUBLISH_TOKEN}`, () => {}, 5000, ['webm-relay.publish', tokenProtocol('wrong tøken, with spaces')]);
+    expect(wrongButQueryRight.closeCode).to.equal(4403);
+    expect(relay.log()).not.to.include(PUBLISH_TOKEN);
+  });
+
+  it('refuses a publish WebSocket from another site\'s page (Origin not the relay\'s own nor in allow-origins): 403 in the handshake', async () => {
+    const foreign = await publishSocket(`${ws}/guest/publish`, () => {}, 5000, ['webm-relay.publish', tokenProtocol(PUBLISH_TOKEN)], { Origin: 'http://elsewhere.example' });
+    expect(foreign.handshakeStatus, JSON.stringify(foreign)).to.equal(403);
+    await waitFor('the refusal in the log', () => /guest: publish websocket from 127\.0\.0\.1: refused, origin http:\/\/elsewhere\.example/.test(relay.log()), 5000);
+    // The relay's own page (Origin = the Host it asked) gets in as far as the token check.
+    const own = await publishSocket(`${ws}/guest/publish`, () => {}, 5000, ['webm-relay.publish', tokenProtocol('not-the-token-0123456789')], { Origin: relay.url });
+    expect(own.closeCode, JSON.stringify(own)).to.equal(4403);
   });
 });

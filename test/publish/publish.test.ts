@@ -15,6 +15,7 @@ interface PublisherState {
   bytesSent: number;
   viewers: number | null;
   recorders: number;
+  protocol: string;
 }
 
 const publisherState = (page: Page) => page.evaluate(() => (window as unknown as { publisher: { snapshot(): PublisherState } }).publisher.snapshot());
@@ -52,6 +53,7 @@ describe('publish: going live from a browser page (Chromium, fake camera)', func
     await publisher.goto(publishUrl(PUBLISH_TOKEN));
     const live = await waitPublisher(publisher, 'live');
     expect(live.mimeType, JSON.stringify(live)).to.match(/^video\/webm;codecs=vp[89],opus$/);
+    expect(live.protocol, 'the page presents its token as a subprotocol').to.equal('webm-relay.publish');
     await waitFor('the stream to be live', async () => (await getJson<StreamStats>(`${relay.url}/api/streams/guest`)).live, 15_000);
 
     // A recorder of its own reads the plain stream across the restart, to check every timestamp.

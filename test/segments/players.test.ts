@@ -212,11 +212,18 @@ describe('segments: the player in a background tab', function () {
       { timeout: 10_000, polling: 100 },
     );
     await waitPlaying(page);
+    const visibleAt = Date.now();
     await expectAdvancing(page, 1, 6000, 'after the background');
-    const after = await playerSnapshot(page);
     // Back at the live edge (reading the newest segments, little buffered ahead of the
-    // playhead), however it got there: started over from index.json, jumped ahead in
-    // what arrived, or caught up at a faster playbackRate.
+    // playhead) within 12 s of becoming visible, however it got there: started over
+    // from index.json, jumped ahead in what arrived, or caught up at a faster
+    // playbackRate (which takes a few seconds more on a loaded machine).
+    let after = await playerSnapshot(page);
+    while (after.lag >= 3 && Date.now() - visibleAt < 12_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      after = await playerSnapshot(page);
+    }
+    console.log(`      lag ${after.lag.toFixed(2)} s, ${((Date.now() - visibleAt) / 1000).toFixed(1)} s after the tab came back`);
     expect(after.lag, JSON.stringify({ before, after })).to.be.below(3);
   });
 });
