@@ -20,13 +20,19 @@ export function formatBehind(seconds) {
 export class Rewind {
   /**
    * @param {{
-   *   live: HTMLVideoElement, rewind: HTMLVideoElement, bar: HTMLElement, timeline: HTMLInputElement,
+   *   live: HTMLVideoElement, bar: HTMLElement, timeline: HTMLInputElement,
    *   label: HTMLElement, liveButton: HTMLButtonElement, apiUrl: string, recordingsUrl: string,
    *   credentials: URLSearchParams, lag: () => number,
    * }} options
    */
   constructor(options) {
     this.o = options;
+    // Made only for a recorded stream, so that the page of any other has its one <video>.
+    this.rewind = document.createElement('video');
+    this.rewind.id = 'rewind';
+    this.rewind.playsInline = true;
+    this.rewind.disablePictureInPicture = true;
+    this.rewind.style.display = 'none';
     /** Wall-clock ms of the cut's time 0, while rewinding; null when live. */
     this.cutStartMs = null;
     /** Seconds the timeline reaches back now. */
@@ -47,13 +53,15 @@ export class Rewind {
   /** Seconds behind live: of the cut being played, or the live player's lag. */
   get behind() {
     if (this.cutStartMs === null) return this.o.lag();
-    return (Date.now() - (this.cutStartMs + this.o.rewind.currentTime * 1000)) / 1000;
+    return (Date.now() - (this.cutStartMs + this.rewind.currentTime * 1000)) / 1000;
   }
 
   /** Shows the timeline if the stream is recorded. */
   async init() {
     if (!(await this.refresh())) return;
-    const { timeline, liveButton, rewind, bar } = this.o;
+    const { timeline, liveButton, bar } = this.o;
+    const rewind = this.rewind;
+    this.o.live.after(rewind);
     bar.hidden = false;
     timeline.addEventListener('input', () => {
       this.dragging = true;
@@ -119,7 +127,8 @@ export class Rewind {
       return;
     }
     this.error = null;
-    const { live, rewind } = this.o;
+    const { live } = this.o;
+    const rewind = this.rewind;
     if (this.cutStartMs === null) {
       this.savedVolume = live.volume;
       rewind.muted = live.muted;
@@ -140,7 +149,8 @@ export class Rewind {
   }
 
   goLive() {
-    const { live, rewind } = this.o;
+    const { live } = this.o;
+    const rewind = this.rewind;
     if (this.cutStartMs !== null) live.volume = this.savedVolume;
     this.cutStartMs = null;
     rewind.pause();
@@ -164,6 +174,6 @@ export class Rewind {
   }
 
   snapshot() {
-    return { rewinding: this.rewinding, behind: this.behind, reach: this.reach(), cuts: this.cuts, error: this.error, currentTime: this.o.rewind.currentTime };
+    return { rewinding: this.rewinding, behind: this.behind, reach: this.reach(), cuts: this.cuts, error: this.error, currentTime: this.rewind.currentTime };
   }
 }

@@ -66,7 +66,6 @@ const overlay = new StatsOverlay($('overlay'), player);
 // A recorded stream: a timeline to rewind into its recordings (js/dvr.js); hidden otherwise.
 const rewind = new Rewind({
   live: video,
-  rewind: /** @type {HTMLVideoElement} */ ($('rewind')),
   bar: $('dvr'),
   timeline: /** @type {HTMLInputElement} */ ($('dvr-timeline')),
   label: $('dvr-behind'),

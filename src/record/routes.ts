@@ -65,8 +65,10 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
       return next();
     }
     const stream = streams.get(match[1]);
-    const recorder = stream?.recorder;
-    if (!stream || !recorder) return text(res, 404, `no recordings of a stream named "${match[1]}"`);
+    if (!stream) return text(res, 404, `no stream named "${match[1]}"`);
+    // The list of a stream that is not recorded is empty (the player asks it of every stream).
+    const listing = url.startsWith('/api/');
+    if (!stream.recorder && !listing) return text(res, 404, `stream "${stream.name}" is not recorded`);
     void gate.viewer(stream, req, `GET ${url}`).then(async (verdict) => {
       if (!verdict.ok) {
         const reason = CLOSE_REASONS[verdict.refusal];
@@ -74,7 +76,7 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
       }
       res.set(corsHeaders(stream.config.access, req.headers.origin));
       try {
-        if (url.startsWith('/api/')) return await list(stream, req, res);
+        if (listing) return await list(stream, req, res);
         if (PAGE_PATH.test(url)) return await page(stream, req, res);
         if (match[2] === 'range.webm') return await serveCut(stream, req, res);
         return await serveFile(stream, match[2], req, res);
@@ -99,8 +101,8 @@ async function list(stream: Stream, req: Request, res: Response): Promise<void> 
   if (!s) return;
   const auth = credentials(req);
   const name = encodeURIComponent(stream.name);
-  const items = (await entries(stream, s)).map((e) => ({ ...e, url: `/recordings/${name}/${e.file}${auth}` }));
-  res.set('Cache-Control', 'no-store').json({ name: stream.name, dvrWindow: stream.config.record?.dvrWindowS ?? 0, recordings: items });
+  const items = stream.recorder ? (await entries(stream, s)).map((e) => ({ ...e, url: `/recordings/${name}/${e.file}${auth}` })) : [];
+  res.set('Cache-Control', 'no-store').json({ name: stream.name, recorded: stream.recorder !== null, dvrWindow: stream.config.record?.dvrWindowS ?? 0, recordings: items });
 }
 
 async function serveFile(stream: Stream, requested: string, req: Request, res: Response): Promise<void> {
