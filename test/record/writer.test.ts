@@ -4,6 +4,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { Normalizer } from '../../src/normalizer/normalizer.js';
 import { WebmSplitter } from '../../src/webm/splitter.js';
+import { finishUnfinished } from '../../src/record/recovery.js';
 import { clusterElement, finishRecording, readLayout, startRecording, type CueEntry } from '../../src/webm/writer.js';
 import { ffmpegErrors } from '../helpers/relay.js';
 import { gstWebm, mediaDir } from '../helpers/media.js';
@@ -136,5 +137,27 @@ describe('WebM writer (recordings)', function () {
     const layout = readLayout(head);
     expect(layout?.finished).to.equal(false);
     expect(layout?.firstClusterOffset).to.be.greaterThan(0);
+  });
+
+  it('recovery cuts a file torn inside a cluster after its last whole cluster and finishes it', async () => {
+    const written = writeLive(4, 15);
+    const size = fs.statSync(written.file).size;
+    // Torn 1000 bytes before the end: inside the last cluster.
+    fs.truncateSync(written.file, size - 1000);
+    const result = await finishUnfinished(written.file);
+    expect(result.kind).to.equal('finished');
+    if (result.kind !== 'finished') return;
+    expect(result.clusters).to.equal(written.clusters - 1);
+    expect(result.cutBytes).to.be.greaterThan(0);
+    expect(result.durationS).to.be.within(3.0, 3.9);
+    const bytes = fs.readFileSync(written.file);
+    const layout = readLayout(bytes.subarray(0, 65536))!;
+    expect(layout.finished).to.equal(true);
+    expect(ffmpegErrors(bytes)).to.deep.equal([]);
+    const info = execFileSync('mkvinfo', ['--all', written.file], { encoding: 'utf8' });
+    expect(info.match(/\| \+ Cue point/g)?.length).to.equal(written.cues.length - 1);
+    expect(Number(probe(written.file).format.duration)).to.be.within(3.0, 3.9);
+    // A second run leaves a finished file alone.
+    expect((await finishUnfinished(written.file)).kind).to.equal('already-finished');
   });
 });
