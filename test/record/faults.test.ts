@@ -105,9 +105,13 @@ describe('Recording: crashes, retention and a failing disk', function () {
     const viewer = capture(`${relay.url}/live.webm`, 20_000);
     const stopped = await waitForLog(relay, /recording stopped: (.*ENOSPC.*|.*short write.*)\. Viewers are not affected/, 30_000);
     console.log(`      log: ${stopped[0].slice(0, 160)}`);
-    // Still full for a while: logged once, not once per keyframe.
+    // Still full for a while: logged once, not once per keyframe; the stats and metrics say so.
     await sleep(3000);
     expect(count(relay.log(), /recording stopped/)).to.equal(1);
+    const stats = (await (await fetch(`${relay.url}/api/streams/live`)).json()) as { recording: { failing: string | null; failures: number } };
+    expect(stats.recording.failures).to.be.greaterThan(0);
+    const metrics = await (await fetch(`${relay.url}/metrics`)).text();
+    expect(Number(/^webm_relay_recording_failures_total\{stream="live"\} (\d+)$/m.exec(metrics)?.[1])).to.be.greaterThan(0);
     // Space comes back.
     for (const f of recordingFiles(path.join(dir, 'live'))) fs.unlinkSync(f);
     const resumed = await waitForLog(relay, /recording resumed into (\S+) after a gap of ([\d.]+) s/, 15_000);
