@@ -2,7 +2,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { capture, ffmpegErrors, sleep, spawnRelay, startRelay, trimToCompleteBlocks, waitFor, type RunningRelay } from '../helpers/relay.js';
+import net from 'node:net';
+import { gstWebm } from '../helpers/media.js';
+import { capture, ffmpegErrors, freePort, sleep, spawnRelay, startRelay, trimToCompleteBlocks, waitFor, type RunningRelay } from '../helpers/relay.js';
 import { ENCODER_ARGS, GOP_S, childPids, count, inspect, recordingFiles, tempDir, waitForLog } from './common.js';
 
 describe('Recording: crashes, retention and a failing disk', function () {
@@ -148,5 +150,31 @@ describe('Recording: crashes, retention and a failing disk', function () {
     expect(watched.length).to.be.greaterThan(100_000);
     expect(ffmpegErrors(watched)).to.deep.equal([]);
     await waitFor('the relay to serve', async () => (await fetch(`${relay.url}/api/recordings/live`)).status === 200);
+  });
+
+  it('a producer with other tracks starts a new file, even within the same second', async () => {
+    const dir = root('tracks');
+    const port = await freePort();
+    const relay = await startRelay(['--ingest', `tcp://127.0.0.1:${port}`, '--record', dir]);
+    relays.push(relay);
+    const send = async (bytes: Buffer) => {
+      const socket = net.connect(port, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      await new Promise<void>((resolve) => socket.end(bytes, resolve));
+      await waitForLog(relay, new RegExp(`producer (ended|disconnected) after ${bytes.length} bytes`));
+    };
+    await send(gstWebm({ seconds: 3, width: 320, height: 240 }).bytes);
+    await send(gstWebm({ seconds: 3, width: 640, height: 360 }).bytes);
+    await waitFor('both files finished', () => count(relay.log(), /recording \S+ finished/) === 2);
+    const files = recordingFiles(path.join(dir, 'live'));
+    expect(files).to.have.length(2);
+    const sizes = files.map((f) => execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_entries', 'stream=width,height', '-of', 'csv=p=0', f], { encoding: 'utf8' }).trim());
+    expect(sizes.sort()).to.deep.equal(['320,240', '640,360']);
+    for (const f of files) {
+      const facts = inspect(f);
+      expect(facts.finished, f).to.equal(true);
+      expect(facts.decodeErrors, f).to.deep.equal([]);
+      expect(facts.duration, f).to.be.within(2.5, 3.2);
+    }
   });
 });
