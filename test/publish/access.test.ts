@@ -5,7 +5,7 @@ import { WebSocket } from 'ws';
 import { signedQuery } from '../../src/server/auth.js';
 import type { StreamSummary } from '../../src/protocol.js';
 import { CLI, getJson, sleep, waitFor } from '../helpers/relay.js';
-import { READ_TOKEN, SIGN_KEY, SMALL_ENCODER, startWithConfig } from './helpers.js';
+import { PROTECTED_STREAMS, READ_TOKEN, SIGN_KEY, startWithConfig } from './helpers.js';
 
 interface Answer {
   status: number;
@@ -72,20 +72,7 @@ describe('publish: viewer access per stream (read: token, read: signed) on every
   const stranger = () => `127.0.0.${nextAddress++}`;
 
   before(async () => {
-    relay = await startWithConfig(
-      [
-        'streams:',
-        '  members:',
-        `    ${SMALL_ENCODER}`,
-        '    read: token',
-        `    read-token: ${READ_TOKEN}`,
-        '  club:',
-        `    ${SMALL_ENCODER}`,
-        '    read: signed',
-        `    sign-key: ${SIGN_KEY}`,
-        '',
-      ].join('\n'),
-    );
+    relay = await startWithConfig(PROTECTED_STREAMS);
     ws = relay.url.replace('http:', 'ws:');
     await waitFor(
       'both streams live',

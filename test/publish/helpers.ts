@@ -30,6 +30,20 @@ export async function startWithConfig(yaml: string): Promise<RunningRelay & { co
 /** A small test-pattern encoder for a stream's config (cheap on a loaded machine). */
 export const SMALL_ENCODER = `encoder: { width: 320, height: 180, framerate: 15, video-bitrate: 300, audio-source: none }`;
 
+/** Two streams behind access control: `members` (read: token) and `club` (read: signed). */
+export const PROTECTED_STREAMS = [
+  'streams:',
+  '  members:',
+  `    ${SMALL_ENCODER}`,
+  '    read: token',
+  `    read-token: ${READ_TOKEN}`,
+  '  club:',
+  `    ${SMALL_ENCODER}`,
+  '    read: signed',
+  `    sign-key: ${SIGN_KEY}`,
+  '',
+].join('\n');
+
 /** Block timestamps (ms) per track of a captured WebM, in stream order. */
 export function blockTimes(bytes: Buffer): Map<number, number[]> {
   const times = new Map<number, number[]>();

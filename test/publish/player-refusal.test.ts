@@ -10,7 +10,7 @@ import { signedQuery } from '../../src/server/auth.js';
 import { launchBrowser, sleep } from '../helpers/browser.js';
 import { getJson, waitFor } from '../helpers/relay.js';
 import type { StreamSummary } from '../../src/protocol.js';
-import { READ_TOKEN, SIGN_KEY, SMALL_ENCODER, startWithConfig } from './helpers.js';
+import { PROTECTED_STREAMS, READ_TOKEN, SIGN_KEY, startWithConfig } from './helpers.js';
 
 interface PlayerView {
   state: string;
@@ -62,20 +62,7 @@ describe('publish: the player stops at a refusal and says why (Chromium)', funct
   let context: BrowserContext;
 
   before(async () => {
-    relay = await startWithConfig(
-      [
-        'streams:',
-        '  members:',
-        `    ${SMALL_ENCODER}`,
-        '    read: token',
-        `    read-token: ${READ_TOKEN}`,
-        '  club:',
-        `    ${SMALL_ENCODER}`,
-        '    read: signed',
-        `    sign-key: ${SIGN_KEY}`,
-        '',
-      ].join('\n'),
-    );
+    relay = await startWithConfig(PROTECTED_STREAMS);
     await waitFor('the streams live', async () => (await getJson<{ streams: StreamSummary[] }>(`${relay.url}/api/streams`)).streams.every((s) => s.live), 20_000);
     browser = await launchBrowser();
     context = await browser.newContext();
