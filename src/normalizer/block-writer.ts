@@ -45,21 +45,41 @@ export function videoBlockGroup(block: WebmBlock, relative: number, durationTick
   const flagsAt = block.timecodeOffset + 2;
   const frame = sliceParts(parts, flagsAt + 1, blockBodyEnd);
   const frameLength = blockBodyEnd - flagsAt - 1;
+  const duration = Math.max(1, Math.round(durationTicks));
+  const reference = referenceTicks === null ? null : -Math.max(1, Math.round(referenceTicks));
 
-  // Track number as the producer wrote it, new relative timecode, Block flags (lacing, invisible).
-  const blockHead = Buffer.alloc(flagsAt + 1 - blockBodyStart);
-  copyRange(parts, blockBodyStart, flagsAt + 1, blockHead);
-  blockHead.writeInt16BE(relative, blockHead.length - 3);
-  blockHead[blockHead.length - 1] &= ~SIMPLE_ONLY_FLAGS & 0xff;
+  // One Buffer before the frame and one after it, written in place: this runs for every
+  // video frame of every stream, and small Buffers are dear to allocate.
+  // Before: BlockGroup ID and size, Block ID and size, then the Block's head as the
+  // producer wrote it (track number) with the new relative timecode and Block flags.
+  const blockHeadLength = flagsAt + 1 - blockBodyStart;
+  const blockSize = blockHeadLength + frameLength;
+  const durationLength = uintLength(duration);
+  const referenceLength = reference === null ? 0 : intLength(reference);
+  const tail = Buffer.allocUnsafe(2 + durationLength + (reference === null ? 0 : 2 + referenceLength));
+  const blockSizeLength = sizeVintLength(blockSize);
+  const groupSize = 1 + blockSizeLength + blockSize + tail.length;
+  const groupSizeLength = sizeVintLength(groupSize);
+  const head = Buffer.allocUnsafe(1 + groupSizeLength + 1 + blockSizeLength + blockHeadLength);
+  head[0] = ID.BlockGroup;
+  writeSizeVint(head, 1, groupSize, groupSizeLength);
+  head[1 + groupSizeLength] = ID.Block;
+  writeSizeVint(head, 2 + groupSizeLength, blockSize, blockSizeLength);
+  copyRange(parts, blockBodyStart, flagsAt + 1, head, head.length - blockHeadLength);
+  head.writeInt16BE(relative, head.length - 3);
+  head[head.length - 1] &= ~SIMPLE_ONLY_FLAGS & 0xff;
 
-  const blockSize = blockHead.length + frameLength;
-  const tail = [uintElement(ID.BlockDuration, Math.max(1, Math.round(durationTicks)))];
-  if (referenceTicks !== null) tail.push(intElement(ID.ReferenceBlock, -Math.max(1, Math.round(referenceTicks))));
-  const tailBytes = Buffer.concat(tail);
-  const blockHeader = Buffer.concat([Buffer.from([0xa1]), sizeVint(blockSize)]);
-  const groupSize = blockHeader.length + blockSize + tailBytes.length;
-  const head = Buffer.concat([Buffer.from([0xa0]), sizeVint(groupSize), blockHeader, blockHead]);
-  return [head, ...frame, tailBytes];
+  // After: BlockDuration, and for a frame that is not a keyframe its ReferenceBlock.
+  tail[0] = ID.BlockDuration;
+  tail[1] = 0x80 | durationLength;
+  tail.writeUIntBE(duration, 2, durationLength);
+  if (reference !== null) {
+    const at = 2 + durationLength;
+    tail[at] = ID.ReferenceBlock;
+    tail[at + 1] = 0x80 | referenceLength;
+    tail.writeIntBE(reference, at + 2, referenceLength);
+  }
+  return [head, ...frame, tail];
 }
 
 /** Total bytes of a list of slices. */
@@ -84,10 +104,10 @@ function byteAt(parts: readonly Buffer[], index: number): number {
   return 0;
 }
 
-/** Copies bytes [start, end) of the slices into `target`. */
-function copyRange(parts: readonly Buffer[], start: number, end: number, target: Buffer): void {
+/** Copies bytes [start, end) of the slices into `target`, from `targetStart` on. */
+function copyRange(parts: readonly Buffer[], start: number, end: number, target: Buffer, targetStart = 0): void {
   let base = 0;
-  let written = 0;
+  let written = targetStart;
   for (const part of parts) {
     const from = Math.max(start - base, 0);
     const to = Math.min(end - base, part.length);
@@ -133,36 +153,30 @@ function findChild(group: Buffer, id: number): [number, number] | null {
   return null;
 }
 
-/** An EBML element size in the fewest bytes (all-ones values are reserved for "unknown"). */
-function sizeVint(value: number): Buffer {
+/** Bytes of an EBML element size in the fewest bytes (all-ones values are reserved for "unknown"). */
+function sizeVintLength(value: number): number {
   let length = 1;
   while (length < 8 && value >= 2 ** (7 * length) - 1) length++;
-  const out = Buffer.alloc(length);
+  return length;
+}
+
+function writeSizeVint(target: Buffer, at: number, value: number, length: number): void {
   let v = value;
   for (let i = length - 1; i >= 0; i--) {
-    out[i] = v % 256;
+    target[at + i] = v % 256;
     v = Math.floor(v / 256);
   }
-  out[0] |= 0x80 >> (length - 1);
-  return out;
+  target[at] |= 0x80 >> (length - 1);
 }
 
-function uintElement(id: number, value: number): Buffer {
-  const bytes: number[] = [];
-  let v = value;
-  do {
-    bytes.unshift(v % 256);
-    v = Math.floor(v / 256);
-  } while (v > 0);
-  return Buffer.from([id, 0x80 | bytes.length, ...bytes]);
+/** Bytes of an unsigned integer element's value (1-6: Buffer writes no more). */
+function uintLength(value: number): number {
+  let length = 1;
+  while (length < 6 && value >= 2 ** (8 * length)) length++;
+  return length;
 }
 
-/** A signed integer element of 1-4 bytes, ID of one byte. */
-function intElement(id: number, value: number): Buffer {
-  const length = value >= -0x80 && value < 0x80 ? 1 : value >= -0x8000 && value < 0x8000 ? 2 : 4;
-  const out = Buffer.alloc(2 + length);
-  out[0] = id;
-  out[1] = 0x80 | length;
-  out.writeIntBE(value, 2, length);
-  return out;
+/** Bytes of a signed integer element's value: 1, 2 or 4. */
+function intLength(value: number): number {
+  return value >= -0x80 && value < 0x80 ? 1 : value >= -0x8000 && value < 0x8000 ? 2 : 4;
 }

@@ -76,6 +76,8 @@ export class Normalizer {
   /** Opus and Vorbis tracks: every frame is a keyframe, whatever the producer's flags say. */
   private keyframeAudioTracks = new Set<number>();
   private holdTimer: NodeJS.Timeout | null = null;
+  /** The video frame the hold timer is for. */
+  private heldFrame: PendingBlock | null = null;
   /** Latest timestamp fed in, of any track. */
   private newestInput = -Infinity;
   private ticksPerMs = 1;
@@ -159,11 +161,13 @@ export class Normalizer {
    * so that the output stays in timestamp order.
    */
   private release(wallNow = performance.now()): number {
-    this.stopHoldTimer();
     let safe = Infinity;
     for (const t of this.latestByTrack.values()) safe = Math.min(safe, t);
     const pending = this.pending;
-    if (pending.length === 0) return 0;
+    if (pending.length === 0) {
+      this.stopHoldTimer();
+      return 0;
+    }
     const newest = pending[pending.length - 1].time;
     const horizon = newest - this.options.reorderWindowMs * this.ticksPerMs;
     const holdHorizon = newest - this.options.maxFrameHoldMs * this.ticksPerMs;
@@ -183,12 +187,21 @@ export class Normalizer {
     if (n > 0) pending.splice(0, n);
     const held = pending[0];
     if (held && this.options.holdVideoFrames && this.videoTracks.has(held.block.track)) {
-      const wait = Math.max(1, held.arrived + this.options.maxFrameHoldMs - wallNow);
+      // The same frame still held keeps its timer: every audio block arriving meanwhile
+      // would otherwise cancel and set one, for every stream.
+      if (this.holdTimer && this.heldFrame === held) return n;
+      this.stopHoldTimer();
+      this.heldFrame = held;
+      // Whole milliseconds: Node keeps a timer list per distinct duration.
+      const wait = Math.max(1, Math.ceil(held.arrived + this.options.maxFrameHoldMs - wallNow));
       this.holdTimer = setTimeout(() => {
         this.holdTimer = null;
+        this.heldFrame = null;
         if (this.release() > 0) this.out.flush?.();
       }, wait);
       this.holdTimer.unref();
+    } else {
+      this.stopHoldTimer();
     }
     return n;
   }
@@ -229,6 +242,7 @@ export class Normalizer {
   private stopHoldTimer(): void {
     if (this.holdTimer) clearTimeout(this.holdTimer);
     this.holdTimer = null;
+    this.heldFrame = null;
   }
 
   private emit(pendingBlock: PendingBlock, duration?: number): void {

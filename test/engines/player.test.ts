@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { ENGINES, launchEngine, type Engine, type EnginePage } from '../helpers/engines.js';
 import { installQuality, readQuality, type PlaybackQuality } from '../helpers/quality.js';
 import { gstChildren, gstProducer, killTracked, startTcpRelay, stopProcess } from '../helpers/faults.js';
-import { sleep, startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
+import { freePort, sleep, startRelay, waitFor, waitLive, type RunningRelay } from '../helpers/relay.js';
 import { clock, report, snapshot, waitPlaying, waitUntil } from './common.js';
 
 const CODECS = ['vp8', 'vp9'] as const;
@@ -118,6 +118,24 @@ describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', funct
         } finally {
           await killTracked();
           await Promise.all(tcp.map(({ relay }) => relay.stop()));
+        }
+      });
+
+      it('relay stopped and started again on the same port (both codecs): the player reconnects by itself and plays on', async function () {
+        const ports = await Promise.all(CODECS.map(() => freePort()));
+        const start = () => Promise.all(CODECS.map((codec, i) => startRelay([...SMALL, '--video-codec', codec, '--port', String(ports[i])])));
+        let own = await start();
+        try {
+          await Promise.all(own.map((relay) => waitLive(relay, 20_000)));
+          const both = await Promise.all(own.map((relay) => open(`${relay.url}/`)));
+          await Promise.all(both.map((page) => waitPlaying(page)));
+          await Promise.all(own.map((relay) => relay.stop('SIGTERM')));
+          await sleep(1000);
+          own = await start();
+          await expectPlaysAgain(both, 'after the relay came back');
+          for (const [i, page] of both.entries()) expect((await snapshot(page)).reconnects, `${name} ${CODECS[i]} reconnects`).to.be.at.least(1);
+        } finally {
+          await Promise.all(own.map((relay) => relay.stop()));
         }
       });
 
