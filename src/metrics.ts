@@ -57,6 +57,12 @@ export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): 
   gauge('segment_requests_parked', 'Requests waiting for the next segment to start', (s) => s.segments.parked);
   counter('segment_requests_total', 'Segment requests answered with a segment (a cache in front makes this one per segment)', (s) => s.segments.requests.segment);
   counter('segment_index_requests_total', 'index.json requests', (s) => s.segments.requests.index);
+  // Recording (streams with record on; 0 for the others).
+  gauge('recording_failing', '1 while writing the recording fails (disk full, unwritable, too slow)', (s) => (s.recording?.failing ? 1 : 0));
+  gauge('recording_queued_bytes', 'Bytes of the recording waiting to be written', (s) => s.recording?.queuedBytes ?? 0);
+  counter('recording_files_total', 'Recording files started', (s) => s.recording?.files ?? 0);
+  counter('recording_failures_total', 'Recording files ended by a write failure or an overflowing queue', (s) => s.recording?.failures ?? 0);
+  counter('recording_deleted_total', 'Recording files deleted by record-keep or record-max-bytes', (s) => s.recording?.deleted ?? 0);
   counter('segment_not_found_total', 'Segment URLs answered 404 (junk, too far ahead, out of the window, old epoch)', (s) => s.segments.requests.notFound);
   counter('upstream_read_timeouts_total', 'Edge: upstream connections dropped for sending nothing for --upstream-timeout', (s) => s.upstream?.readTimeouts ?? 0);
   counter('upstream_connects_total', 'Edge: connections to the upstream that delivered a stream', (s) => s.upstream?.connects ?? 0);

@@ -196,6 +196,23 @@ export interface StreamStats {
     sinceLastByteMs: number | null;
   } | null;
   segments: SegmentStats;
+  /** Recording to disk (`record`), or null when the stream is not recorded. */
+  recording?: RecordingStats | null;
+}
+
+export interface RecordingStats {
+  dir: string;
+  /** The file being written, or null (between files, or while writing fails). */
+  file: string | null;
+  /** Bytes of it on disk, and waiting to be written. */
+  bytes: number;
+  queuedBytes: number;
+  /** Why writing fails now, or null. */
+  failing: string | null;
+  files: number;
+  failures: number;
+  deleted: number;
+  recovered: number;
 }
 
 /** A complete segment in `index.json`. Times in seconds of media time. */

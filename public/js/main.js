@@ -1,5 +1,6 @@
 // The player page: wires the DOM to the Player. window.player is there for tests and curious people.
 
+import { Rewind } from './dvr.js';
 import { StatsOverlay } from './overlay.js';
 import { Player } from './player.js';
 
@@ -62,6 +63,21 @@ const player = new Player(video, {
 });
 const overlay = new StatsOverlay($('overlay'), player);
 
+// A recorded stream: a timeline to rewind into its recordings (js/dvr.js); hidden otherwise.
+const rewind = new Rewind({
+  live: video,
+  bar: $('dvr'),
+  timeline: /** @type {HTMLInputElement} */ ($('dvr-timeline')),
+  label: $('dvr-behind'),
+  liveButton: /** @type {HTMLButtonElement} */ ($('dvr-live')),
+  apiUrl: new URL(`api/recordings/${streamName}${wsUrl.search}`, document.baseURI).href,
+  recordingsUrl: new URL(`recordings/${streamName}/range.webm`, document.baseURI).href,
+  credentials,
+  lag: () => player.lag,
+});
+overlay.rewind = rewind;
+void rewind.init();
+
 function toggleMute() {
   video.muted = !video.muted;
   // Said before the volumechange event goes out: a listener that sees an unmute right
@@ -102,5 +118,5 @@ document.addEventListener('keydown', (event) => {
 
 if (params.get('stats') === '1') toggleStats();
 
-Object.assign(window, { player });
+Object.assign(window, { player, dvr: rewind });
 player.start(/** @type {any} */ (window).earlySocket);

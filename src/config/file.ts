@@ -12,6 +12,7 @@ import {
   readAccess,
   readLimits,
   readRelaySettings,
+  readRecord,
   type Lookup,
   type ProducerConfig,
   type RelayConfig,
@@ -185,7 +186,7 @@ export function loadConfigFile(file: string, overrides: Record<string, string> =
       throw new ConfigError(`${at(entry.keyNode, `${path}.publish-token`)}: only a publish stream (publish: browser) has a publish token; this one's producer is ${kind}`);
     }
     const streamLookup = lookup(values, path, streamDefaults);
-    streams.push({ name, producer, publishToken, limits: readLimits(streamLookup), access: readAccess(streamLookup) });
+    streams.push({ name, record: readRecord(streamLookup, name, relay.recordDir ?? ''), producer, publishToken, limits: readLimits(streamLookup), access: readAccess(streamLookup) });
   }
   if (streams.length === 0) throw new ConfigError(`${at(streamsEntry.node, 'streams')} names no stream`);
   return { ...relay, streams };

@@ -12,6 +12,7 @@ import {
   readAccess,
   readLimits,
   readRelaySettings,
+  readRecord,
   type Lookup,
   type ProducerConfig,
   type RelayConfig,
@@ -34,6 +35,7 @@ export function helpText(): string {
     '  http://HOST:PORT/NAME/        player page (MediaSource over WebSocket /NAME)',
     '  http://HOST:PORT/NAME.webm    the stream for a <video> tag',
     '  /api/streams/NAME, /NAME/snapshot.jpg, and /NAME/publish (going live from a browser) for a stream with a publish token',
+    '  recorded (--record): /NAME/recordings/ (page), /api/recordings/NAME, /recordings/NAME/FILE.webm, /recordings/NAME/range.webm?from=&to=',
     'and the relay: / (the player, or a list when there are several streams), /api/streams,',
     '/api/stats, /metrics, /healthz.',
     '',
@@ -105,6 +107,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     ...relay,
     // One stream: its limit is the relay's.
     maxViewers: limits.maxViewers,
-    streams: [{ name: 'live', producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
+    streams: [{ name: 'live', record: readRecord(get, 'live', relay.recordDir ?? ''), producer, publishToken: token ? checkToken('--ingest-token', token) : null, limits, access }],
   };
 }

@@ -1,3 +1,5 @@
+import path from 'node:path';
+
 /**
  * Every setting the relay has, once: its name (the flag `--name`, the YAML key `name`,
  * the variable `WEBM_RELAY_NAME`), its default, its help line and where it applies.
@@ -41,6 +43,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'stall-timeout', value: 'S', default: '10', scope: 'stream', help: 'disconnect a viewer that has read nothing for this long' },
   { name: 'producer-grace', value: 'S', default: '30', scope: 'stream', help: 'keep viewers this long after the producer stops' },
   { name: 'segment-window', value: 'S', default: '60', scope: 'stream', help: 'seconds of segments kept in memory for HTTP caches (/NAME/index.json, /NAME/EPOCH/SEQ.webm)' },
+  { name: 'record', value: 'DIR', default: '', scope: 'stream', help: 'record the stream into DIR/NAME/<UTC start>.webm (seekable WebM files, served at /recordings/NAME/); in a config file also true (into record-dir) or false' },
+  { name: 'record-dir', value: 'DIR', default: 'recordings', scope: 'relay', help: 'where streams with record: true write their recordings (DIR/NAME/)' },
+  { name: 'record-segment', value: 'S', default: '3600', scope: 'stream', help: 'start a new recording file at the first keyframe after this many seconds (and whenever the tracks change)' },
+  { name: 'record-keep', value: 'S', default: '', scope: 'stream', help: 'delete recordings older than this many seconds, oldest first (unset: keep them)' },
+  { name: 'record-max-bytes', value: 'BYTES', default: '', scope: 'stream', help: 'delete a stream\'s oldest recordings while they take more than this (e.g. 50G; unset: no limit)' },
+  { name: 'dvr-window', value: 'S', default: '1800', scope: 'stream', help: 'a recorded stream\'s player gets a timeline reaching back this far in its recordings (0: none)' },
   { name: 'upstream-timeout', value: 'S', default: '3', scope: 'stream', help: 'edge (--ingest http://...): reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
   { name: 'drain', value: 'S', default: '5', scope: 'relay', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
@@ -140,8 +148,23 @@ export interface AccessConfig {
 
 export const OPEN_ACCESS: AccessConfig = { read: 'open', readToken: null, signKey: null, allowOrigins: null };
 
+/** Recording a stream to disk (src/record). */
+export interface RecordConfig {
+  /** The stream's own directory: DIR/<name>. */
+  dir: string;
+  segmentS: number;
+  /** Recordings older than this are deleted; null: kept. */
+  keepS: number | null;
+  /** The stream's recordings are kept under this many bytes; null: no limit. */
+  maxBytes: number | null;
+  /** Seconds the player's timeline reaches back (0: no timeline). */
+  dvrWindowS: number;
+}
+
 export interface StreamConfig {
   name: string;
+  /** Null: not recorded. */
+  record?: RecordConfig | null;
   producer: ProducerConfig;
   /** Enables `PUT /<name>.webm` and the publish WebSocket `/<name>/publish` for producers presenting it. */
   publishToken: string | null;
@@ -157,6 +180,8 @@ export interface RelayConfig {
   wsMaxPayloadBytes: number;
   gstLaunch: string;
   publicDir: string;
+  /** Where streams with `record: true` write (each in a directory of its name). */
+  recordDir?: string;
   /** On SIGTERM: /healthz fails and the listener closes at once; viewers are closed after this long. */
   drainMs: number;
   streams: StreamConfig[];
@@ -262,6 +287,25 @@ export function readLimits(get: Lookup): StreamLimits {
   };
 }
 
+/** `record`: a directory, `true` (into `recordDir`), or `false`/unset. */
+export function readRecord(get: Lookup, name: string, recordDir: string): RecordConfig | null {
+  const value = (option: string) => get(option).text;
+  const where = (option: string) => get(option).where;
+  const text = value('record').trim();
+  if (text === '' || text === 'false') return null;
+  const base = text === 'true' ? recordDir : text;
+  if (base === '') throw new ConfigError(`${where('record')}: record: true needs a record-dir`);
+  const keep = value('record-keep');
+  const max = value('record-max-bytes');
+  return {
+    dir: path.resolve(base, name),
+    segmentS: decimal(where('record-segment'), value('record-segment'), 1, 7 * 24 * 3600),
+    keepS: keep === '' ? null : decimal(where('record-keep'), keep, 1, 100 * 365 * 24 * 3600),
+    maxBytes: max === '' ? null : bytes(where('record-max-bytes'), max, 1 << 20, 2 ** 53),
+    dvrWindowS: decimal(where('dvr-window'), value('dvr-window'), 0, 7 * 24 * 3600),
+  };
+}
+
 export function readAccess(get: Lookup): AccessConfig {
   const value = (name: string) => get(name).text;
   const where = (name: string) => get(name).where;
@@ -302,6 +346,7 @@ export function readRelaySettings(get: Lookup): Omit<RelayConfig, 'streams'> {
     wsMaxPayloadBytes: bytes(where('ws-max-payload'), value('ws-max-payload'), 64, 1 << 20),
     gstLaunch: value('gst-launch'),
     publicDir: value('public-dir'),
+    recordDir: value('record-dir'),
     drainMs: decimal(where('drain'), value('drain'), 0, 3600) * 1000,
   };
 }

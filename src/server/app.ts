@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { WebSocketServer } from 'ws';
 import { OPEN_ACCESS, STREAM_NAME } from '../config/options.js';
 import { CLOSE_REASONS, type RelayStats } from '../protocol.js';
+import { recordingRoutes } from '../record/routes.js';
 import { segmentRoutes } from '../segments/routes.js';
 import type { Snapshots } from '../stream/snapshot.js';
 import type { Stream } from '../stream/stream.js';
@@ -87,6 +88,8 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   const streamFor = (match: RegExpExecArray | null): Stream | undefined => (match ? relay.streams.get(match[1]) : undefined);
 
   // --- streams ---------------------------------------------------------------------
+  // Recordings: /api/recordings/<name>, /recordings/<name>/<file>.webm, /<name>/recordings/.
+  app.use(recordingRoutes(relay.streams, gate));
   // Segments for HTTP caches: /<name>/index.json, /<name>/<epoch>/init.webm, /<name>/<epoch>/<seq>.webm.
   // First, so that junk in their shape is a 404 before anything else looks at it.
   // With allow-origins, its origins (and Vary: Origin, which a cache keys its copies by); else any.

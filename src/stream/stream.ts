@@ -6,6 +6,7 @@ import { UpstreamPull } from '../ingest/pull.js';
 import { TcpIngest } from '../ingest/tcp.js';
 import { logger } from '../log.js';
 import { Segmenter } from '../segments/segmenter.js';
+import { Recorder } from '../record/recorder.js';
 import type { InitSegment } from '../normalizer/init-segment.js';
 import { Normalizer, type NormalizedStream } from '../normalizer/normalizer.js';
 import type { StreamStats, StreamSummary, TrackDescription } from '../protocol.js';
@@ -36,6 +37,8 @@ export class Stream {
   readonly hub: Hub;
   /** The stream as numbered segments for HTTP caches (`/<name>/index.json`). */
   readonly segments: Segmenter;
+  /** Writes the stream to disk (`record`), or null. */
+  readonly recorder: Recorder | null;
   private readonly sinks: StreamSink[] = [];
   private readonly normalizer: Normalizer;
   private session: ProducerSession | null = null;
@@ -74,6 +77,8 @@ export class Stream {
     this.sinks.push(this.hub);
     this.segments = new Segmenter({ windowSeconds: limits.segmentWindowS });
     this.sinks.push(this.segments);
+    this.recorder = config.record ? new Recorder(this.name, config.record) : null;
+    if (this.recorder) this.sinks.push(this.recorder);
     this.normalizer = new Normalizer(this.normalizedOut);
   }
 
@@ -219,7 +224,7 @@ export class Stream {
     this.stopped = true;
     for (const sink of this.sinks) sink.close('shutdown');
     this.pull?.stop();
-    await Promise.all([this.encoder?.stop(), this.tcp?.close()]);
+    await Promise.all([this.encoder?.stop(), this.tcp?.close(), this.recorder?.settled()]);
   }
 
   // --- state ------------------------------------------------------------------------
@@ -275,6 +280,7 @@ export class Stream {
       encoder: this.encoder ? { pid: this.encoder.pid ?? null, restarts } : null,
       encoderRestarts: restarts,
       segments: this.segments.stats(),
+      recording: this.recorder?.stats() ?? null,
       accessFailures: { ...this.accessFailures },
       upstream: this.pull?.stats() ?? null,
     };

@@ -6,7 +6,8 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { HttpViewer, gstChildren, killTracked } from '../helpers/faults.js';
 import { CLI, ROOT, capture, freePort, getJson, startRelay, waitFor, type RunningRelay } from '../helpers/relay.js';
@@ -57,10 +58,13 @@ describe('streams: the config file through the real process', function () {
   // Thirteen starts of node, four at a time: seconds each on a loaded machine.
   this.timeout(180_000);
   let relay: RunningRelay | null = null;
+  /** Where the example's recording stream writes: a folder of the test's own, not the working directory. */
+  const recordings = mkdtempSync(path.join(os.tmpdir(), 'webm-relay-example-recordings-'));
 
   after(async function () {
     await killTracked();
     await shutdown(relay);
+    rmSync(recordings, { recursive: true, force: true });
   });
 
   it('every mistake exits 2 with one line naming the file, the line and the key path, and starts nothing', async function () {
@@ -116,6 +120,7 @@ describe('streams: the config file through the real process', function () {
     swap(/^( *listen:) tcp:\/\/127\.0\.0\.1:9002$/, `$1 tcp://127.0.0.1:${stagePort}`);
     // The mirror pulls this relay's own lobby.
     swap(/^( *pull:) http:\/\/.*\/lobby\.webm$/, `$1 http://127.0.0.1:${port}/lobby.webm`);
+    swap(/^record-dir: recordings$/, `record-dir: ${recordings}`);
     const file = writeConfig(text, 'webm-relay.yml');
 
     // --port after the harness' --port 0: the last one wins, and over the file's 9001.
