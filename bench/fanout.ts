@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
+import { freePort } from '../test/helpers/relay.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../src/cli.js');
@@ -128,14 +129,6 @@ function spawnWithFiles(args: string[], options: { env?: NodeJS.ProcessEnv; stdi
     env: { ...process.env, ...options.env },
     stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
   });
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {

@@ -11,10 +11,10 @@
 // requested as soon as N's response begins (after hls.js's fragment loader), so the
 // next segment is always already waiting at the relay or the cache, never a round trip away.
 
+import { BACKOFF_DEFAULTS, CLOSE_CREDENTIALS_REFUSED, CLOSE_NEEDS_CREDENTIALS, ReconnectingTransport } from './reconnect.js';
+
 const DEFAULTS = {
-  /** First retry delay; doubles per failed attempt up to maxDelayMs (with +-25 % jitter). */
-  baseDelayMs: 250,
-  maxDelayMs: 5000,
+  ...BACKOFF_DEFAULTS,
   /** No byte of media for this long: the request is dead, start over. */
   silenceTimeoutMs: 8000,
   /** How often the silence check runs. */
@@ -34,9 +34,9 @@ export const SEGMENTS_CLOSE = {
   /** The tab came back from the background far behind live. */
   BEHIND: 4002,
   /** 401: the stream needs a token or a signed link (the WebSocket's 4401). */
-  NEEDS_CREDENTIALS: 4401,
+  NEEDS_CREDENTIALS: CLOSE_NEEDS_CREDENTIALS,
   /** 403: wrong token, bad signature or an expired link (the WebSocket's 4403). */
-  CREDENTIALS_REFUSED: 4403,
+  CREDENTIALS_REFUSED: CLOSE_CREDENTIALS_REFUSED,
 };
 
 class SegmentError extends Error {
@@ -47,7 +47,7 @@ class SegmentError extends Error {
   }
 }
 
-export class SegmentTransport {
+export class SegmentTransport extends ReconnectingTransport {
   /**
    * @param {string} base URL of the stream's directory, ending with `/` (e.g. `/live/`): index.json is there
    * @param {{
@@ -62,17 +62,11 @@ export class SegmentTransport {
    * @param {Partial<typeof DEFAULTS>} options
    */
   constructor(base, handlers, options = {}) {
+    super(handlers, { ...DEFAULTS, ...options });
     this.kind = 'segments';
     this.base = base;
     /** A protected stream's credentials (?token=, or ?exp=&sig=), on every request: the relay checks each one. */
     this.credentials = new URL(base, location.href).searchParams;
-    this.handlers = handlers;
-    this.options = { ...DEFAULTS, ...options };
-    this.failures = 0;
-    this.reconnects = 0;
-    this.retries = 0;
-    this.connections = 0;
-    this.opened = 0;
     this.bytesReceived = 0;
     /** Segments received whole. */
     this.segmentsReceived = 0;
@@ -80,8 +74,6 @@ export class SegmentTransport {
     this.segment = /** @type {number | null} */ (null);
     this.epoch = /** @type {string | null} */ (null);
     this.lastDataAt = 0;
-    this.stopped = true;
-    this.retryTimer = 0;
     this.checkTimer = 0;
     /** Aborts every request of the current connection. */
     this.abort = /** @type {AbortController | null} */ (null);
@@ -99,27 +91,15 @@ export class SegmentTransport {
   }
 
   stop() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
     document.removeEventListener('visibilitychange', this.onVisible);
-    this.drop();
-  }
-
-  /** Starts over (new index, init and segments) after `delayMs`: used to recover from a media error. */
-  restart(delayMs = 0) {
-    if (this.stopped) return;
-    clearTimeout(this.retryTimer);
-    this.drop();
-    if (delayMs > 0) this.retryTimer = setTimeout(() => this.connect(), delayMs);
-    else this.connect();
+    super.stop();
   }
 
   /** The WebSocket's ping has no counterpart here. */
   send() {}
 
   connect() {
-    if (this.connections > 0) this.retries++;
-    this.connections++;
+    this.countAttempt();
     const abort = new AbortController();
     this.abort = abort;
     this.lastDataAt = performance.now();
@@ -129,22 +109,14 @@ export class SegmentTransport {
       if (this.abort !== abort) return; // dropped on purpose
       this.drop();
       const code = error instanceof SegmentError ? error.code : SEGMENTS_CLOSE.NETWORK;
-      if (code === SEGMENTS_CLOSE.NEEDS_CREDENTIALS || code === SEGMENTS_CLOSE.CREDENTIALS_REFUSED) {
-        // The same request again cannot succeed: say why and stop.
-        this.stopped = true;
-        clearTimeout(this.retryTimer);
-        this.handlers.onRefused?.({ code, reason: error.message });
-        return;
-      }
-      this.scheduleRetry(code, error?.message ?? String(error));
+      this.closed(code, error?.message ?? String(error));
     });
   }
 
   /** One connection: index, init, then segments until something fails. @param {AbortSignal} signal */
   async run(signal) {
     const index = await this.fetchIndex(signal);
-    if (this.opened > 0) this.reconnects++;
-    this.opened++;
+    this.countOpened();
     this.handlers.onOpen?.();
     this.epoch = index.epoch;
     /** @type {import('../../src/protocol.js').StreamMessage} */
@@ -167,8 +139,8 @@ export class SegmentTransport {
       response.catch(() => {});
       await this.readBody(current);
       this.segmentsReceived++;
-      // A full connection's worth of success: start the backoff over.
-      this.failures = 0;
+      // A whole segment read: the connection works.
+      this.worked();
       seq++;
     }
   }
@@ -225,7 +197,7 @@ export class SegmentTransport {
   checkSilence() {
     if (performance.now() - this.lastDataAt <= this.options.silenceTimeoutMs) return;
     this.drop();
-    this.scheduleRetry(SEGMENTS_CLOSE.SILENT, 'no data from the relay');
+    this.retry(SEGMENTS_CLOSE.SILENT, 'no data from the relay');
   }
 
   /** Back from the background: if the stream went on without us, start again at its live edge. */
@@ -251,17 +223,8 @@ export class SegmentTransport {
     abort?.abort();
   }
 
-  /** @param {number} code @param {string} reason */
-  scheduleRetry(code, reason) {
-    if (this.stopped) return;
-    const { baseDelayMs, maxDelayMs } = this.options;
-    let delay = Math.min(maxDelayMs, baseDelayMs * 2 ** this.failures);
-    delay *= 0.75 + Math.random() * 0.5;
-    // The relay says when: Retry-After is a second for a late segment.
-    if (code === SEGMENTS_CLOSE.NOT_LIVE) delay = Math.max(delay, 1000);
-    this.failures++;
-    this.handlers.onClose?.({ code, reason, retryInMs: Math.round(delay) });
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
+  /** The relay says when: Retry-After is a second for a late segment. @param {number} code */
+  leastRetryDelayMs(code) {
+    return code === SEGMENTS_CLOSE.NOT_LIVE ? 1000 : 0;
   }
 }

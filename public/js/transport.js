@@ -11,26 +11,17 @@
 /** @typedef {import('../../src/protocol.js').PongMessage} PongMessage */
 /** @typedef {import('../../src/protocol.js').PingMessage} PingMessage */
 
+import { BACKOFF_DEFAULTS, ReconnectingTransport } from './reconnect.js';
+
+export { CLOSE_CREDENTIALS_REFUSED, CLOSE_NEEDS_CREDENTIALS, isRefusal } from './reconnect.js';
+
 /** src/protocol.ts CLOSE_REASONS.full.ws: the relay already serves its maximum of viewers. */
 export const CLOSE_TOO_MANY_VIEWERS = 1013;
-/** CLOSE_REASONS.unauthorized.ws: the stream needs a token or a signed link, and none came. */
-export const CLOSE_NEEDS_CREDENTIALS = 4401;
-/** CLOSE_REASONS.forbidden.ws and .expired.ws: wrong token, bad signature, or the link has expired. */
-export const CLOSE_CREDENTIALS_REFUSED = 4403;
 /** CLOSE_REASONS.throttled.ws: too many failed attempts from this address. */
 export const CLOSE_THROTTLED = 4429;
 
-/**
- * Closes after which trying again with the same URL cannot work: the credentials are
- * missing, wrong or expired. Retrying would only hammer the relay (and count as guesses).
- * @param {number} code
- */
-export const isRefusal = (code) => code === CLOSE_NEEDS_CREDENTIALS || code === CLOSE_CREDENTIALS_REFUSED;
-
 const DEFAULTS = {
-  /** First reconnect delay; doubles per failed attempt up to maxDelayMs (with +-25 % jitter). */
-  baseDelayMs: 250,
-  maxDelayMs: 5000,
+  ...BACKOFF_DEFAULTS,
   /** When the relay is full, wait at least this long before trying again. */
   fullDelayMs: 10000,
   /** A ping this often keeps the viewer count fresh and proves the connection alive. */
@@ -39,7 +30,7 @@ const DEFAULTS = {
   silenceTimeoutMs: 8000,
 };
 
-export class LiveTransport {
+export class LiveTransport extends ReconnectingTransport {
   /**
    * @param {string} url ws:// or wss:// URL of the stream's WebSocket, /NAME
    * @param {{
@@ -54,24 +45,13 @@ export class LiveTransport {
    * @param {Partial<typeof DEFAULTS>} options
    */
   constructor(url, handlers, options = {}) {
+    super(handlers, { ...DEFAULTS, ...options });
     this.url = url;
-    this.handlers = handlers;
-    this.options = { ...DEFAULTS, ...options };
     /** @type {WebSocket | null} */
     this.socket = null;
-    /** Failed attempts since the last connection that delivered a stream. */
-    this.failures = 0;
-    /** Connections that opened after the first one did. */
-    this.reconnects = 0;
-    /** Connection attempts after the first one, successful or not. */
-    this.retries = 0;
-    this.connections = 0;
-    this.opened = 0;
     this.bytesReceived = 0;
     this.lastMessageAt = 0;
     this.expectInit = false;
-    this.stopped = true;
-    this.retryTimer = 0;
     this.pingTimer = 0;
   }
 
@@ -84,21 +64,6 @@ export class LiveTransport {
     this.connect(early);
   }
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
-    this.drop();
-  }
-
-  /** Closes the current connection (if any) and reconnects after `delayMs`: used to recover from a media error. */
-  restart(delayMs = 0) {
-    if (this.stopped) return;
-    clearTimeout(this.retryTimer);
-    this.drop();
-    if (delayMs > 0) this.retryTimer = setTimeout(() => this.connect(), delayMs);
-    else this.connect();
-  }
-
   /** @param {PingMessage} message */
   send(message) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
@@ -106,8 +71,7 @@ export class LiveTransport {
 
   /** @param {{ socket: WebSocket, messages: (string | ArrayBuffer)[], opened: boolean, closed?: { code: number, reason: string } }} [early] */
   connect(early) {
-    if (this.connections > 0) this.retries++;
-    this.connections++;
+    this.countAttempt();
     if (early && early.socket.url === this.url && early.closed) {
       // The page's early socket was this first attempt, and it has ended already (a refusal comes at once).
       for (const data of early.messages.splice(0)) this.receive(data);
@@ -122,8 +86,7 @@ export class LiveTransport {
     this.lastMessageAt = performance.now();
 
     socket.onopen = () => {
-      if (this.opened > 0) this.reconnects++;
-      this.opened++;
+      this.countOpened();
       this.handlers.onOpen?.();
       this.send({ type: 'ping' });
       clearInterval(this.pingTimer);
@@ -164,8 +127,7 @@ export class LiveTransport {
     this.bytesReceived += data.byteLength;
     if (this.expectInit) {
       this.expectInit = false;
-      // A connection that got this far worked: start the backoff over.
-      this.failures = 0;
+      this.worked();
       this.handlers.onInit(data);
     } else {
       this.handlers.onMedia(data);
@@ -176,7 +138,7 @@ export class LiveTransport {
     if (performance.now() - this.lastMessageAt > this.options.silenceTimeoutMs) {
       const socket = this.socket;
       this.drop();
-      if (socket) this.scheduleReconnect(4000, 'no data from the relay');
+      if (socket) this.retry(4000, 'no data from the relay');
       return;
     }
     this.send({ type: 'ping' });
@@ -192,28 +154,8 @@ export class LiveTransport {
     if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close();
   }
 
-  /** The relay closed the connection: try again, unless it refused the credentials. @param {number} code @param {string} reason */
-  closed(code, reason) {
-    if (this.stopped) return;
-    if (isRefusal(code)) {
-      this.stopped = true;
-      clearTimeout(this.retryTimer);
-      this.handlers.onRefused?.({ code, reason });
-      return;
-    }
-    this.scheduleReconnect(code, reason);
-  }
-
-  /** @param {number} code @param {string} reason */
-  scheduleReconnect(code, reason) {
-    if (this.stopped) return;
-    const { baseDelayMs, maxDelayMs, fullDelayMs } = this.options;
-    let delay = Math.min(maxDelayMs, baseDelayMs * 2 ** this.failures);
-    delay *= 0.75 + Math.random() * 0.5;
-    if (code === CLOSE_TOO_MANY_VIEWERS || code === CLOSE_THROTTLED) delay = Math.max(delay, fullDelayMs);
-    this.failures++;
-    this.handlers.onClose?.({ code, reason, retryInMs: Math.round(delay) });
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
+  /** A full relay, or one that throttles this address, asks for a longer wait. @param {number} code */
+  leastRetryDelayMs(code) {
+    return code === CLOSE_TOO_MANY_VIEWERS || code === CLOSE_THROTTLED ? this.options.fullDelayMs : 0;
   }
 }

@@ -4,28 +4,18 @@
  * for the same mistakes is tested with the real process in test/streams.)
  */
 import { expect } from 'chai';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../../src/config/flags.js';
 import { ConfigError, DEFAULT_LIMITS, type RelayConfig } from '../../src/config/options.js';
 import { ROOT } from '../helpers/relay.js';
+import { tempDir, writeConfig } from '../helpers/streams.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webm-relay-config-'));
-let files = 0;
-function file(text: string): string {
-  const name = path.join(dir, `c${files++}.yml`);
-  fs.writeFileSync(name, text);
-  return name;
-}
 const parse = (argv: string[]) => parseConfig(argv, {}) as RelayConfig;
 function fails(argv: string[], pattern: RegExp): void {
   expect(() => parseConfig(argv, {})).to.throw(ConfigError, pattern);
 }
 
 describe('config', () => {
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
   it('flags alone describe one stream named live, with the limits of the flags', () => {
     const config = parse(['--max-viewers', '7', '--join', 'next-keyframe', '--recover', 'disconnect', '--ingest', 'tcp://127.0.0.1:9002']);
     expect(config.streams.map((s) => s.name)).to.deep.equal(['live']);
@@ -57,13 +47,13 @@ describe('config', () => {
   });
 
   it('an empty encoder is the test pattern; unset keys are the defaults', () => {
-    const config = parse(['--config', file('streams:\n  a:\n    encoder:\n  b:\n    encoder: {}\n    stall-timeout: 2.5\n')]);
+    const config = parse(['--config', writeConfig('streams:\n  a:\n    encoder:\n  b:\n    encoder: {}\n    stall-timeout: 2.5\n')]);
     for (const stream of config.streams) expect(stream.producer.kind === 'encoder' && stream.producer.encoder.videoSource).to.match(/^videotestsrc/);
     expect(config.streams[1].limits).to.deep.equal({ ...DEFAULT_LIMITS, maxViewers: 1000, stallTimeoutMs: 2500 });
   });
 
   const cases: [string, string, RegExp][] = [
-    ['unknown top-level key', 'prot: 1\nstreams:\n  a:\n    encoder:\n', /c\d+\.yml:1: prot: unknown key/],
+    ['unknown top-level key', 'prot: 1\nstreams:\n  a:\n    encoder:\n', /relay\.yml:1: prot: unknown key/],
     ['unknown stream key', 'streams:\n  a:\n    encoder:\n    max-viewer: 3\n', /:4: streams\.a\.max-viewer: unknown key/],
     ['unknown encoder key', 'streams:\n  a:\n    encoder:\n      widht: 640\n', /:4: streams\.a\.encoder\.widht: unknown key \(known here: video-source/],
     ['bad value', 'streams:\n  a:\n    encoder:\n      width: wide\n', /:4: streams\.a\.encoder\.width must be a whole number from 16 to 7680, got "wide"/],
@@ -80,15 +70,15 @@ describe('config', () => {
     ['short publish token', 'streams:\n  a:\n    publish: { token: short }\n', /:3: streams\.a\.publish\.token must be at least 16 characters/],
     ['pull of something else', 'streams:\n  a:\n    pull: ftp://x/a.webm\n', /streams\.a\.pull must be an http/],
     ['no streams', 'port: 9001\n', /streams must be a map/],
-    ['not YAML', 'streams: [\n', /c\d+\.yml:\d+: /],
+    ['not YAML', 'streams: [\n', /relay\.yml:\d+: /],
   ];
   for (const [what, text, pattern] of cases) {
-    it(`refuses: ${what}`, () => fails(['--config', file(text)], pattern));
+    it(`refuses: ${what}`, () => fails(['--config', writeConfig(text)], pattern));
   }
 
   it('refuses a stream option as a flag beside --config, and a file it cannot read', () => {
-    const good = file('streams:\n  a:\n    encoder:\n');
+    const good = writeConfig('streams:\n  a:\n    encoder:\n');
     fails(['--config', good, '--width', '320'], /--width: with --config, set stream options in the file/);
-    fails(['--config', path.join(dir, 'missing.yml')], /--config .*missing\.yml: cannot read it \(ENOENT\)/);
+    fails(['--config', path.join(tempDir(), 'missing.yml')], /--config .*missing\.yml: cannot read it \(ENOENT\)/);
   });
 });

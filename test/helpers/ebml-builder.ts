@@ -5,7 +5,8 @@
  * Deliberately independent of src/webm's own vint code, so a bug there cannot
  * cancel out in the tests.
  */
-import { WebmSplitter, type SplitterLimits, type WebmHeader } from '../../src/webm/splitter.js';
+import { joinParts } from '../../src/webm/chunk-queue.js';
+import { WebmSplitter, type SplitterLimits, type WebmBlock, type WebmHeader } from '../../src/webm/splitter.js';
 
 export const IDS = {
   EBML: 0x1a45dfa3,
@@ -356,4 +357,31 @@ export function blocksOf(events: SplitEvent[]): Extract<SplitEvent, { type: 'blo
 
 export function errorOf(events: SplitEvent[]): Extract<SplitEvent, { type: 'error' }> | undefined {
   return events.find((e): e is Extract<SplitEvent, { type: 'error' }> => e.type === 'error');
+}
+
+export interface ParsedWebm {
+  headers: WebmHeader[];
+  clusters: { timecode: number; blocks: WebmBlock[] }[];
+  blocks: WebmBlock[];
+}
+
+/** Everything a splitter reports for a whole stream, with block parts joined; a splitter error throws. */
+export function parseWebm(bytes: Buffer): ParsedWebm {
+  const parsed: ParsedWebm = { headers: [], clusters: [], blocks: [] };
+  const splitter = new WebmSplitter({
+    header: (h) => parsed.headers.push(h),
+    cluster: (c) => parsed.clusters.push({ timecode: c.timecode, blocks: [] }),
+    block: (b) => {
+      const block = { ...b, parts: [joinParts(b.parts)] };
+      parsed.blocks.push(block);
+      parsed.clusters[parsed.clusters.length - 1].blocks.push(block);
+    },
+    end: () => {},
+    error: (e) => {
+      throw e;
+    },
+  });
+  splitter.feed(bytes);
+  splitter.end();
+  return parsed;
 }

@@ -6,10 +6,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { launchBrowser } from './browser.js';
+import { freePort } from './relay.js';
 
 export type EngineName = 'chromium' | 'firefox' | 'webkit';
 export const ENGINES: EngineName[] = ['chromium', 'firefox', 'webkit'];
@@ -98,14 +98,6 @@ async function launchFirefox(): Promise<Engine> {
 }
 
 // --- WebKitGTK over W3C WebDriver ------------------------------------------------
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** An Xvfb server on a display it picks itself (-displayfd), so parallel tests never collide. */
 async function startXvfb(): Promise<{ display: string; process: ChildProcess }> {

@@ -2,34 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { joinParts } from '../../src/webm/chunk-queue.js';
-import { WebmSplitter, type WebmBlock, type WebmHeader } from '../../src/webm/splitter.js';
+import { WebmSplitter, type WebmBlock } from '../../src/webm/splitter.js';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import { ffmpegArgs, gstWebm, mediaDir } from '../helpers/media.js';
 import { recordEncoder } from '../helpers/record.js';
-import { IDS, cluster, ebmlHeader, el, info, simpleBlock, stringEl, uintEl, unknownEl } from '../helpers/ebml-builder.js';
+import { IDS, cluster, ebmlHeader, el, info, parseWebm, simpleBlock, stringEl, uintEl, unknownEl } from '../helpers/ebml-builder.js';
 import { ffmpegErrors } from '../helpers/relay.js';
-
-interface Parsed {
-  headers: WebmHeader[];
-  blocks: WebmBlock[];
-}
-
-function parse(bytes: Buffer): Parsed {
-  const parsed: Parsed = { headers: [], blocks: [] };
-  const splitter = new WebmSplitter({
-    header: (h) => parsed.headers.push(h),
-    cluster: () => {},
-    block: (b) => parsed.blocks.push({ ...b, parts: [joinParts(b.parts)] }),
-    end: () => {},
-    error: (e) => {
-      throw e;
-    },
-  });
-  splitter.feed(bytes);
-  splitter.end();
-  return parsed;
-}
 
 /** Producer bytes through splitter and normalizer, in socket-sized chunks; also when each video frame came out. */
 function normalize(bytes: Buffer, options = {}) {
@@ -110,9 +88,9 @@ describe('normalizer: frame durations and keyframe flags', function () {
   });
 
   it("GStreamer encoder output: every video frame lasts until the next, keyframes kept, one frame's latency", () => {
-    const input = parse(encoder);
+    const input = parseWebm(encoder);
     const { output, normalizer, heldFor } = normalize(encoder);
-    const result = parse(output);
+    const result = parseWebm(output);
     const gaps = videoGaps(result.blocks);
     const mean = (list: number[]) => list.slice(0, -1).reduce((a, b) => a + b, 0) / (list.length - 1);
     const meanHold = mean(heldFor);
@@ -140,10 +118,10 @@ describe('normalizer: frame durations and keyframe flags', function () {
 
   it('a variable-frame-rate producer (gaps up to 0.5 s): durations reach the next frame, no gap for MSE to drop', () => {
     const vfr = variableFrameRate();
-    const before = videoGaps(parse(vfr).blocks);
+    const before = videoGaps(parseWebm(vfr).blocks);
     expect(before.maxGap, 'the input has long gaps').to.be.within(300, 520);
     const { output, normalizer } = normalize(vfr);
-    const result = parse(output);
+    const result = parseWebm(output);
     const gaps = videoGaps(result.blocks);
     console.log(`      ${gaps.frames} frames, largest gap ${gaps.maxGap} ms, stats ${JSON.stringify(normalizer.stats)}`);
     expect(gaps.holes).to.deep.equal([]);
@@ -152,7 +130,7 @@ describe('normalizer: frame durations and keyframe flags', function () {
   });
 
   it('a frame with no successor goes out after maxFrameHoldMs of wall-clock time, lasting the time waited', async () => {
-    const source = parse(gstWebm({ audioCodec: 'none', seconds: 1 }).bytes);
+    const source = parseWebm(gstWebm({ audioCodec: 'none', seconds: 1 }).bytes);
     const out: { track: number; time: number; parts: Buffer[] }[] = [];
     let flushes = 0;
     let init: Buffer = Buffer.alloc(0);
@@ -167,7 +145,7 @@ describe('normalizer: frame durations and keyframe flags', function () {
     await new Promise((r) => setTimeout(r, 400));
     expect(out, 'the second frame, let go by its timer').to.have.length(2);
     expect(flushes).to.equal(1);
-    const [second] = parse(Buffer.concat([init, clusterBytes(out)])).blocks.slice(1);
+    const [second] = parseWebm(Buffer.concat([init, clusterBytes(out)])).blocks.slice(1);
     expect(second.duration).to.be.within(140, 400);
     normalizer.flush();
   });
@@ -182,7 +160,7 @@ describe('normalizer: frame durations and keyframe flags', function () {
     ]);
     expect(producer.indexOf(Buffer.from([0x53, 0xc0, 0x81, 0x01]))).to.be.greaterThan(0);
     const { output } = normalize(producer);
-    const header = parse(output).headers[0];
+    const header = parseWebm(output).headers[0];
     expect(output.indexOf(Buffer.from([0x53, 0xc0])), 'AlphaMode in the output').to.equal(-1);
     expect(header.info.tracks[0]).to.include({ width: 640, height: 480, codecId: 'V_VP8' });
   });
@@ -190,9 +168,9 @@ describe('normalizer: frame durations and keyframe flags', function () {
   for (const audioCodec of ['opus', 'vorbis'] as const) {
     it(`every ${audioCodec} block leaves with the keyframe flag; mpv finds no incorrect keyframe flag`, () => {
       const media = gstWebm({ audioCodec, seconds: 2 });
-      const inputAudio = parse(media.bytes).blocks.filter((b) => b.track === 2);
+      const inputAudio = parseWebm(media.bytes).blocks.filter((b) => b.track === 2);
       const { output } = normalize(media.bytes);
-      const audio = parse(output).blocks.filter((b) => b.track === 2);
+      const audio = parseWebm(output).blocks.filter((b) => b.track === 2);
       console.log(`      input: ${inputAudio.filter((b) => b.keyframe).length} of ${inputAudio.length} ${audioCodec} blocks flagged; output: ${audio.filter((b) => b.keyframe).length} of ${audio.length}`);
       expect(audio.length).to.be.greaterThan(20);
       expect(audio.filter((b) => !b.keyframe)).to.have.length(0);

@@ -1,39 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
-import { joinParts } from '../../src/webm/chunk-queue.js';
-import { WebmSplitter, type WebmBlock, type WebmHeader } from '../../src/webm/splitter.js';
+import { WebmSplitter, type WebmBlock } from '../../src/webm/splitter.js';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import { ffmpegErrors } from '../helpers/relay.js';
 import { recordEncoder } from '../helpers/record.js';
-import { IDS, walkElements } from '../helpers/ebml-builder.js';
-
-interface Parsed {
-  headers: WebmHeader[];
-  clusters: { timecode: number; blocks: WebmBlock[] }[];
-  blocks: WebmBlock[];
-}
-
-/** Everything a splitter reports for a whole stream, with block parts joined. */
-function parse(bytes: Buffer): Parsed {
-  const parsed: Parsed = { headers: [], clusters: [], blocks: [] };
-  const splitter = new WebmSplitter({
-    header: (h) => parsed.headers.push(h),
-    cluster: (c) => parsed.clusters.push({ timecode: c.timecode, blocks: [] }),
-    block: (b) => {
-      const block = { ...b, parts: [joinParts(b.parts)] };
-      parsed.blocks.push(block);
-      parsed.clusters[parsed.clusters.length - 1].blocks.push(block);
-    },
-    end: () => {},
-    error: (e) => {
-      throw e;
-    },
-  });
-  splitter.feed(bytes);
-  splitter.end();
-  return parsed;
-}
+import { IDS, parseWebm, walkElements, type ParsedWebm } from '../helpers/ebml-builder.js';
 
 /** Runs producers' streams, one after another, through splitter and normalizer; returns the output bytes. */
 function normalize(...producers: Buffer[]): { output: Buffer; inits: InitSegment[]; normalizer: Normalizer } {
@@ -80,7 +52,7 @@ function backwardSteps(blocks: readonly WebmBlock[]): number {
   return steps;
 }
 
-function assertCanonical(parsed: Parsed, videoTrack: number): void {
+function assertCanonical(parsed: ParsedWebm, videoTrack: number): void {
   expect(parsed.clusters.length).to.be.greaterThan(1);
   for (const cluster of parsed.clusters) {
     const first = cluster.blocks[0];
@@ -104,9 +76,9 @@ describe('normalizer on real encoder output', function () {
   });
 
   it('GStreamer VP8 + Opus: keyframe clusters, blocks in time order, frame bytes untouched', () => {
-    const input = parse(vp8);
+    const input = parseWebm(vp8);
     const { output, normalizer } = normalize(vp8);
-    const result = parse(output);
+    const result = parseWebm(output);
     console.log(
       `      input: ${input.clusters.length} clusters, ${backwardSteps(input.blocks)} backward steps; ` +
         `output: ${result.clusters.length} clusters, stats ${JSON.stringify(normalizer.stats)}`,
@@ -132,11 +104,11 @@ describe('normalizer on real encoder output', function () {
       { maxBuffer: 64 << 20 },
     );
     expect(ffmpeg.status, ffmpeg.stderr.toString()).to.equal(0);
-    const input = parse(ffmpeg.stdout);
+    const input = parseWebm(ffmpeg.stdout);
     const misaligned = input.clusters.filter((c) => !(c.blocks[0]?.track === 1 && c.blocks[0].keyframe));
     expect(misaligned.length, 'ffmpeg clusters that do not start at a video keyframe').to.be.greaterThan(0);
     const { output } = normalize(ffmpeg.stdout);
-    assertCanonical(parse(output), 1);
+    assertCanonical(parseWebm(output), 1);
     expect(ffmpegErrors(output)).to.deep.equal([]);
   });
 
@@ -149,24 +121,24 @@ describe('normalizer on real encoder output', function () {
     expect(ffmpeg.status, ffmpeg.stderr.toString()).to.equal(0);
     const { output, inits } = normalize(ffmpeg.stdout);
     expect(inits[0].info.mimeType).to.equal('audio/webm; codecs="opus"');
-    const result = parse(output);
+    const result = parseWebm(output);
     const starts = result.clusters.map((c) => c.timecode);
     const spans = starts.slice(1).map((t, i) => t - starts[i]);
     expect(result.clusters.length, `cluster starts ${starts}`).to.be.within(4, 6);
     for (const span of spans) expect(span, `cluster spans ${spans}`).to.be.within(1000, 1040);
     expect(backwardSteps(result.blocks)).to.equal(0);
-    expect(result.blocks.length).to.equal(parse(ffmpeg.stdout).blocks.length);
+    expect(result.blocks.length).to.equal(parseWebm(ffmpeg.stdout).blocks.length);
     expect(ffmpegErrors(output)).to.deep.equal([]);
   });
 
   it('a producer restarted with the same tracks continues the stream: one header, time goes on', () => {
     const { output, inits, normalizer } = normalize(vp8, vp8);
-    const result = parse(output);
+    const result = parseWebm(output);
     expect(inits).to.have.length(1);
     expect(result.headers).to.have.length(1);
     expect(normalizer.stats.seamlessRestarts).to.equal(1);
     assertCanonical(result, 1);
-    const single = parse(normalize(vp8).output);
+    const single = parseWebm(normalize(vp8).output);
     const duration = single.blocks.at(-1)!.timecode - single.blocks[0].timecode;
     expect(result.blocks.at(-1)!.timecode - result.blocks[0].timecode).to.be.greaterThan(2 * duration);
     expect(ffmpegErrors(output)).to.deep.equal([]);
@@ -175,13 +147,13 @@ describe('normalizer on real encoder output', function () {
   it('a producer with other tracks gets a new init segment; time still goes forward', () => {
     const { output, inits } = normalize(vp8, vp9);
     expect(inits.map((i) => i.info.mimeType)).to.deep.equal(['video/webm; codecs="vp8,opus"', 'video/webm; codecs="vp9,opus"']);
-    const result = parse(output);
+    const result = parseWebm(output);
     expect(result.headers).to.have.length(2);
     expect(backwardSteps(result.blocks)).to.equal(0);
   });
 
   it('a video track arriving 1200 ms behind its audio (past the reorder window and the frame hold) is moved forward, never two frames on one timestamp', () => {
-    const source = parse(vp8);
+    const source = parseWebm(vp8);
     const out: Buffer[] = [];
     const normalizer = new Normalizer({ init: (init) => out.push(init.bytes), cluster: (bytes) => out.push(bytes), block: (parts) => out.push(...parts) });
     normalizer.header(source.headers[0]);
@@ -190,7 +162,7 @@ describe('normalizer on real encoder output', function () {
     for (const block of [...source.blocks].sort((a, b) => arrival(a) - arrival(b))) normalizer.block(block);
     normalizer.flush();
     const output = Buffer.concat(out);
-    const result = parse(output);
+    const result = parseWebm(output);
     expect(normalizer.stats.clamped).to.be.greaterThan(0);
     expect(backwardSteps(result.blocks), 'blocks going back in time').to.equal(0);
     for (const track of [1, 2]) {
@@ -213,12 +185,12 @@ describe('normalizer on real encoder output', function () {
     for (const id of [[0x11, 0x4d, 0x9b, 0x74], [0x1c, 0x53, 0xbb, 0x6b], [0x44, 0x89]]) {
       expect(bytes.indexOf(Buffer.from(id)), `element ${Buffer.from(id).toString('hex')}`).to.equal(-1);
     }
-    const header = parse(bytes.length ? Buffer.concat([bytes, Buffer.from([0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]) : bytes).headers[0];
+    const header = parseWebm(bytes.length ? Buffer.concat([bytes, Buffer.from([0x1f, 0x43, 0xb6, 0x75, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]) : bytes).headers[0];
     expect(header.info.tracks.map((t) => t.codecId)).to.deep.equal(['V_VP8', 'A_OPUS']);
     // GStreamer gives both tracks a DefaultDuration; the video track's is dropped, so a
     // skipped frame is not a discontinuity for MSE.
     const defaultDurations = (b: Buffer) => b.toString('hex').match(/23e383/g)?.length ?? 0;
-    expect(defaultDurations(parse(vp8).headers[0].bytes)).to.equal(2);
+    expect(defaultDurations(parseWebm(vp8).headers[0].bytes)).to.equal(2);
     expect(defaultDurations(bytes)).to.equal(1);
   });
 });

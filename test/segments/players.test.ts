@@ -119,8 +119,11 @@ describe('segments: Chromium players through Varnish in front of the relay (segm
   });
 });
 
-describe('segments: the player falls back to segments when the WebSocket cannot connect', function () {
-  this.timeout(120_000);
+/**
+ * A bare origin (no WebSocket) fed by a real encoder, and a Chromium page, for one
+ * suite: `start()` waits for the first complete segment; both are stopped after it.
+ */
+function originWithPlayer(): { start(): Promise<{ o: Origin; page: Page }> } {
   let origin: Origin | null = null;
   let browser: Browser | null = null;
 
@@ -130,13 +133,24 @@ describe('segments: the player falls back to segments when the WebSocket cannot 
     await killTracked();
   });
 
+  return {
+    async start() {
+      const o = await startOrigin();
+      origin = o;
+      gstProducer(o.ingestPort);
+      await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 45_000);
+      browser = await launchBrowser();
+      return { o, page: await browser.newPage() };
+    },
+  };
+}
+
+describe('segments: the player falls back to segments when the WebSocket cannot connect', function () {
+  this.timeout(120_000);
+  const fixture = originWithPlayer();
+
   it('an origin without WebSocket (a proxy that drops Upgrade): the player switches to segments, says so, and plays', async () => {
-    const o = await startOrigin();
-    origin = o;
-    gstProducer(o.ingestPort);
-    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 45_000);
-    browser = await launchBrowser();
-    const page = await browser.newPage();
+    const { o, page } = await fixture.start();
     // Every text the page shows in its notice, from its start.
     await page.addInitScript(() => {
       const seen: string[] = [];
@@ -162,22 +176,10 @@ describe('segments: the player falls back to segments when the WebSocket cannot 
 
 describe('segments: the player in a background tab', function () {
   this.timeout(120_000);
-  let origin: Origin | null = null;
-  let browser: Browser | null = null;
-
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await origin?.close();
-    await killTracked();
-  });
+  const fixture = originWithPlayer();
 
   it('a tab whose scripts stopped in the background for 8 s comes back at the live edge from index.json', async () => {
-    const o = await startOrigin();
-    origin = o;
-    gstProducer(o.ingestPort);
-    await waitFor('the first complete segment', () => o.segmenter.segments.length >= 1, 45_000);
-    browser = await launchBrowser();
-    const page = await browser.newPage();
+    const { o, page } = await fixture.start();
     await page.goto(`${o.url}/?transport=segments`);
     await waitPlaying(page);
     // Hidden, and then no script runs for 6 s (a background tab throttled to nothing):
