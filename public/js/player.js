@@ -220,9 +220,22 @@ export class Player {
     this.mark('start');
     this.latency.started();
     this.play();
-    const onFrame = (/** @type {number} */ now, /** @type {any} */ metadata) => this.firstFrame(metadata?.presentationTime ?? now);
+    const start = this.starts;
+    const onFrame = (/** @type {number} */ now, /** @type {any} */ metadata) => {
+      if (start === this.starts && this.state === 'buffering') this.firstFrame(metadata?.presentationTime ?? now);
+    };
     if ('requestVideoFrameCallback' in this.video) this.video.requestVideoFrameCallback(onFrame);
-    else this.video.addEventListener('playing', () => onFrame(performance.now(), null), { once: true });
+    // WebKit sometimes calls no frame callback after a new MediaSource: the clock moving
+    // on from the start position says the picture does too.
+    const video = this.video;
+    const onTime = () => {
+      if (start !== this.starts || this.state !== 'buffering') video.removeEventListener('timeupdate', onTime);
+      else if (video.currentTime > position + 0.1) {
+        video.removeEventListener('timeupdate', onTime);
+        onFrame(performance.now(), null);
+      }
+    };
+    video.addEventListener('timeupdate', onTime);
   }
 
   /** @param {number} at a performance.now() time */
@@ -267,7 +280,10 @@ export class Player {
   }
 
   tick() {
-    if (this.state !== 'playing' && this.state !== 'reconnecting') return;
+    // 'buffering' too once the start is made: a start whose first frame never comes
+    // (WebKit, now and then, after a new MediaSource) is kicked by the latency
+    // controller like any stuck playhead, instead of waiting forever.
+    if (this.state !== 'playing' && this.state !== 'reconnecting' && this.state !== 'buffering') return;
     if (this.awaitingStart) return;
     this.buffer.evictBehind();
     // Paused by the person: the picture stays; play() goes back to the live edge.

@@ -156,12 +156,14 @@ describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', funct
             } else if (!moving) runSince = -1;
             last = now;
             return runSince > 0 && now.t - runFrom >= 3;
-          }, 25_000);
+          }, 25_000).catch(async (error: Error) => {
+            throw new Error(`${error.message}; the player: ${JSON.stringify(await snapshot(page))}`);
+          });
           const s = await snapshot(page);
-          console.log(`      ${label}: playing again, ${((Date.now() - started) / 1000).toFixed(1)} s after the check began; ${s.starts} starts, ${s.reconnects} reconnects, lag ${s.lag.toFixed(2)} s`);
-          expect(s.state).to.equal('playing');
+          console.log(`      ${label}: playing again, ${((Date.now() - started) / 1000).toFixed(1)} s after the check began; ${s.starts} starts, ${s.reconnects} reconnects, lag ${s.lag.toFixed(2)} s, state ${s.state}`);
         }
-        // The pages also recover from what the test did not see directly.
+        // ... and each player says it is live again: at once, or after the short
+        // "buffering" that a catch-up right after a reconnect may cost (Firefox, VP9).
         for (const page of both) await waitUntil(page, 'the player to say it is live', () => (window as unknown as { player: { state: string } }).player.state === 'playing', 5000);
       }
     });
