@@ -2,19 +2,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Browser } from 'playwright-core';
+import type { RecordingEntry } from '../../src/record/library.js';
 import { launchBrowser } from '../helpers/browser.js';
 import { ffmpegErrors, freePort, sleep, startRelay, type RunningRelay } from '../helpers/relay.js';
 import { ENCODER_ARGS, GOP_S, inspect, recordingFiles, tempDir, waitForLog } from './common.js';
 
-interface Listed {
-  file: string;
-  start: string;
-  end: string;
-  duration: number;
-  bytes: number;
-  recording: boolean;
-  url: string;
-}
+/** An entry of /api/recordings/NAME: the library's entry and its URL. */
+type Listed = RecordingEntry & { url: string };
 
 const listed = async (relay: RunningRelay, query = ''): Promise<Listed[]> =>
   ((await (await fetch(`${relay.url}/api/recordings/live${query}`)).json()) as { recordings: Listed[] }).recordings;
