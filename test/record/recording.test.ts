@@ -155,7 +155,8 @@ describe('Recording: files, playback and cuts', function () {
     expect(seek.currentTime).to.be.within(seek.target + 0.2, seek.target + 2);
     // 0.2 s of playing past the target is itself 200 ms: "within a second" leaves 800 ms for the seek.
     expect(seek.playingMs, 'from the seek to playing 0.2 s past it').to.be.lessThan(1200);
-
+    await relay.stop();
+    relay = null;
   });
 
   it('recordings need the stream\'s read credentials, and the links they give carry them', async () => {
