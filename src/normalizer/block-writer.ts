@@ -1,6 +1,6 @@
 import type { WebmBlock } from '../webm/splitter.js';
 import { ID } from '../webm/ids.js';
-import { vintLength } from '../webm/vint.js';
+import { readId, readSize, sizeLength, UNKNOWN_SIZE, vintLength, writeSize } from '../webm/vint.js';
 
 /** SimpleBlock flags: keyframe and discardable exist only there; a Block's are reserved (0). */
 const SIMPLE_KEYFRAME = 0x80;
@@ -57,14 +57,14 @@ export function videoBlockGroup(block: WebmBlock, relative: number, durationTick
   const durationLength = uintLength(duration);
   const referenceLength = reference === null ? 0 : intLength(reference);
   const tail = Buffer.allocUnsafe(2 + durationLength + (reference === null ? 0 : 2 + referenceLength));
-  const blockSizeLength = sizeVintLength(blockSize);
+  const blockSizeLength = sizeLength(blockSize);
   const groupSize = 1 + blockSizeLength + blockSize + tail.length;
-  const groupSizeLength = sizeVintLength(groupSize);
+  const groupSizeLength = sizeLength(groupSize);
   const head = Buffer.allocUnsafe(1 + groupSizeLength + 1 + blockSizeLength + blockHeadLength);
   head[0] = ID.BlockGroup;
-  writeSizeVint(head, 1, groupSize, groupSizeLength);
+  writeSize(head, 1, groupSize, groupSizeLength);
   head[1 + groupSizeLength] = ID.Block;
-  writeSizeVint(head, 2 + groupSizeLength, blockSize, blockSizeLength);
+  writeSize(head, 2 + groupSizeLength, blockSize, blockSizeLength);
   copyRange(parts, blockBodyStart, flagsAt + 1, head, head.length - blockHeadLength);
   head.writeInt16BE(relative, head.length - 3);
   head[head.length - 1] &= ~SIMPLE_ONLY_FLAGS & 0xff;
@@ -137,36 +137,18 @@ function findChild(group: Buffer, id: number): [number, number] | null {
   while (pos < group.length) {
     const idLength = vintLength(group[pos]);
     if (idLength === 0 || idLength > 4) return null;
-    let childId = 0;
-    for (let i = 0; i < idLength; i++) childId = childId * 256 + group[pos + i];
+    const childId = readId(group, pos, idLength);
     const sizeAt = pos + idLength;
-    const sizeLength = vintLength(group[sizeAt]);
-    if (sizeLength === 0) return null;
-    let size = group[sizeAt] & (0xff >> sizeLength);
-    for (let i = 1; i < sizeLength; i++) size = size * 256 + group[sizeAt + i];
-    const dataStart = sizeAt + sizeLength;
+    const sizeBytes = vintLength(group[sizeAt]);
+    if (sizeBytes === 0) return null;
+    const size = readSize(group, sizeAt, sizeBytes);
+    const dataStart = sizeAt + sizeBytes;
     const dataEnd = dataStart + size;
-    if (dataEnd > group.length) return null;
+    if (size === UNKNOWN_SIZE || dataEnd > group.length) return null;
     if (childId === id) return [dataStart, dataEnd];
     pos = dataEnd;
   }
   return null;
-}
-
-/** Bytes of an EBML element size in the fewest bytes (all-ones values are reserved for "unknown"). */
-function sizeVintLength(value: number): number {
-  let length = 1;
-  while (length < 8 && value >= 2 ** (7 * length) - 1) length++;
-  return length;
-}
-
-function writeSizeVint(target: Buffer, at: number, value: number, length: number): void {
-  let v = value;
-  for (let i = length - 1; i >= 0; i--) {
-    target[at + i] = v % 256;
-    v = Math.floor(v / 256);
-  }
-  target[at] |= 0x80 >> (length - 1);
 }
 
 /** Bytes of an unsigned integer element's value (1-6: Buffer writes no more). */

@@ -37,3 +37,20 @@ export function readUint(buf: Uint8Array, start: number, end: number): number {
   for (let i = start; i < end; i++) value = value * 256 + buf[i];
   return value;
 }
+
+/** Bytes of the shortest size field that holds `value` (all-ones is reserved for "unknown"). */
+export function sizeLength(value: number): number {
+  let length = 1;
+  while (length < 8 && value >= 2 ** (7 * length) - 1) length++;
+  return length;
+}
+
+/** Writes `value` as a size field of `length` bytes at `pos` (the caller checked that it fits). */
+export function writeSize(buf: Uint8Array, pos: number, value: number, length: number): void {
+  let v = value;
+  for (let i = length - 1; i >= 0; i--) {
+    buf[pos + i] = v % 256;
+    v = Math.floor(v / 256);
+  }
+  buf[pos] |= 0x80 >> (length - 1);
+}

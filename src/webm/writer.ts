@@ -20,7 +20,7 @@
  */
 import { ID } from './ids.js';
 import { bodyStart, forEachChild, parseTimecodeScale, parseTracks, type TrackInfo } from './header.js';
-import { readId, readSize, readUint, vintLength, UNKNOWN_SIZE } from './vint.js';
+import { readId, readSize, readUint, sizeLength, vintLength, writeSize, UNKNOWN_SIZE } from './vint.js';
 
 // --- EBML encoding --------------------------------------------------------------------
 
@@ -34,16 +34,10 @@ export function idBytes(id: number): Buffer {
 
 /** A size field: `length` bytes, or the fewest that hold `value` (all-ones is reserved for "unknown"). */
 export function sizeField(value: number, length?: number): Buffer {
-  let n = length ?? 1;
-  if (length === undefined) while (n < 8 && value >= 2 ** (7 * n) - 1) n++;
+  const n = length ?? sizeLength(value);
   if (value >= 2 ** (7 * n) - 1) throw new RangeError(`size ${value} does not fit in ${n} bytes`);
   const out = Buffer.alloc(n);
-  let v = value;
-  for (let i = n - 1; i >= 0; i--) {
-    out[i] = v % 256;
-    v = Math.floor(v / 256);
-  }
-  out[0] |= 0x80 >> (n - 1);
+  writeSize(out, 0, value, n);
   return out;
 }
 
