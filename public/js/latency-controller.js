@@ -95,10 +95,19 @@ export class LatencyController {
     return Math.min(this.options.maxTargetLatency, Math.max(this.stallTarget, floor));
   }
 
+  /**
+   * The tab was hidden or shown: a hidden tab's scripts are throttled or stopped, so
+   * the wait that spans it says nothing about the network and must not raise the target.
+   */
+  visibilityChanged() {
+    this.lastAdvanceAt = -1;
+  }
+
   /** Media was appended: notes how long the end of `buffered` had stood still before. */
   appended() {
     const ranges = this.video.buffered;
     if (ranges.length === 0) return;
+    if (document.visibilityState === 'hidden') this.lastAdvanceAt = -1;
     const end = ranges.end(ranges.length - 1);
     const now = performance.now();
     if (end > this.lastEnd) {

@@ -158,6 +158,7 @@ export class Player {
     });
     video.addEventListener('play', () => (this.userPaused = false));
     document.addEventListener('visibilitychange', () => {
+      this.latency.visibilityChanged();
       if (document.visibilityState === 'visible') this.latency.tick();
     });
     this.timer = setInterval(() => this.tick(), TICK_MS);
