@@ -61,8 +61,12 @@ export function startDelayProxy(listenHost: string, listenPort: number, targetHo
     upstream.setNoDelay(true);
     pipeDelayed(client, upstream, delayMs, jitterMs);
     pipeDelayed(upstream, client, delayMs, jitterMs);
+    // The browser gone: nothing more is owed to it. The relay gone: what is still held in
+    // the delay queue for the browser is delivered first (pipeDelayed ends the client once
+    // it is out). Destroying the client at the relay's 'close' cut off responses still
+    // in the queue, now and then a script of the player page, which then never ran.
     client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+    upstream.on('error', () => client.destroy());
   });
   server.listen(listenPort, listenHost, () => console.log('listening'));
   return server;

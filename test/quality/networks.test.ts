@@ -36,7 +36,8 @@ class ShapedLinks {
     this.viewerAddresses = Array.from({ length: viewers }, (_, i) => `${prefix}.${base + 2 + i}`);
   }
 
-  up(rateMbit: number): void {
+  /** The namespace, the veth pair and the addresses. */
+  up(): void {
     const nsIf = `wrn${this.name.slice(3)}`.slice(0, 15);
     const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' });
     const inNs = (...args: string[]) => run('ip', 'netns', 'exec', this.name, ...args);
@@ -48,14 +49,28 @@ class ShapedLinks {
     for (const address of this.viewerAddresses) inNs('ip', 'addr', 'add', `${address}/29`, 'dev', nsIf);
     inNs('ip', 'link', 'set', nsIf, 'up');
     inNs('ip', 'link', 'set', 'lo', 'up');
-    // Relay to viewers: this side's egress, one htb class per viewer address, each with a
-    // queue of about 100 packets (a few hundred ms at these rates, as a real bottleneck has).
+  }
+
+  /**
+   * Relay to viewers: this side's egress, one htb class per viewer address, each with a
+   * queue of about 100 packets (a few hundred ms at these rates, as a real bottleneck has).
+   * Only what the relay sends (source port `relayPort`) is shaped: the browsers, on this
+   * side too, reach their proxies over the same veth, and their requests and ACKs would
+   * otherwise wait in the media's queue, which throttled each browser's own connection
+   * to its proxy to 0.3-0.5 Mbit/s on a 2 Mbit/s link (the uplink of a real viewer is
+   * not the downlink's queue).
+   */
+  shape(rateMbit: number, relayPort: number): void {
+    const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' });
     run('tc', 'qdisc', 'add', 'dev', this.hostIf, 'root', 'handle', '1:', 'htb', 'default', '99');
     this.viewerAddresses.forEach((address, i) => {
       const classId = `1:${10 + i}`;
       run('tc', 'class', 'add', 'dev', this.hostIf, 'parent', '1:', 'classid', classId, 'htb', 'rate', `${rateMbit}mbit`, 'ceil', `${rateMbit}mbit`);
       run('tc', 'qdisc', 'add', 'dev', this.hostIf, 'parent', classId, 'pfifo', 'limit', '100');
-      run('tc', 'filter', 'add', 'dev', this.hostIf, 'protocol', 'ip', 'parent', '1:', 'prio', '1', 'u32', 'match', 'ip', 'dst', `${address}/32`, 'flowid', classId);
+      run(
+        'tc', 'filter', 'add', 'dev', this.hostIf, 'protocol', 'ip', 'parent', '1:', 'prio', '1', 'u32',
+        'match', 'ip', 'dst', `${address}/32`, 'match', 'ip', 'sport', String(relayPort), '0xffff', 'flowid', classId,
+      );
     });
   }
 
@@ -126,6 +141,30 @@ const PROFILES: Profile[] = [
   },
 ];
 
+/** The player page is there (not a browser's error page); says what the page shows instead if not. */
+async function waitPlayer(page: EnginePage, engine: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const seen = await page
+      .evaluate(() => ({
+        player: 'player' in window,
+        url: location.href,
+        ready: document.readyState,
+        text: (document.body?.innerText ?? '').slice(0, 120),
+        // What each script and style came as: a truncated or failed one stops the page's modules.
+        resources: performance
+          .getEntriesByType('resource')
+          .map((e) => e as PerformanceResourceTiming)
+          .map((r) => `${r.name.replace(/^.*\//, '')}:${r.decodedBodySize}B@${Math.round(r.responseEnd)}ms`)
+          .join(' '),
+      }))
+      .catch((error: Error) => ({ player: false, url: '', ready: '', text: String(error), resources: '' }));
+    if (seen.player) return;
+    if (Date.now() > deadline) throw new Error(`${engine}: no player on the page after 30 s: ${JSON.stringify(seen)}`);
+    await sleep(250);
+  }
+}
+
 const NETWORK_ENGINES: EngineName[] = ['chromium', 'firefox'];
 
 describe('player over shaped links (network namespaces, htb per viewer, a delaying proxy): Chromium and Firefox', function () {
@@ -147,8 +186,9 @@ describe('player over shaped links (network namespaces, htb per viewer, a delayi
       let relay: RunningRelay | null = null;
       const pages: EnginePage[] = [];
       try {
-        link.up(profile.rateMbit);
+        link.up();
         relay = await startRelay(['--host', link.hostAddress, ...profile.relayArgs]);
+        link.shape(profile.rateMbit, relay.port);
         const direct = `http://${link.hostAddress}:${relay.port}`;
         await waitFor('the stream to be live', async () => (await fetch(`${direct}/healthz`).catch(() => null))?.status === 200, 20_000);
         for (const [i, engine] of engines.entries()) {
@@ -156,6 +196,7 @@ describe('player over shaped links (network namespaces, htb per viewer, a delayi
           const page = await engine.newPage();
           pages.push(page);
           await page.goto(`http://${link.viewerAddresses[i]}:${port}/`);
+          await waitPlayer(page, engine.name);
           // Stalls and lag count from 5 s after the first frame.
           await installQuality(page, 5000);
         }
