@@ -35,6 +35,8 @@ const DEFAULTS = {
    */
   startWindowMs: 3000,
   startSlack: 0.3,
+  /** A playhead stuck this long inside a range, with more ranges ahead, goes on to the next one. */
+  stuckJumpMs: 1500,
 };
 
 export class LatencyController {
@@ -65,6 +67,8 @@ export class LatencyController {
     this.seekingSince = -1;
     /** currentTime at the previous tick: unchanged while playing means stuck. */
     this.lastTime = -1;
+    /** When the playhead was first seen stuck (-1: it moves). */
+    this.stuckSince = -1;
     /** While the rate is above 1: where and when that began, to see whether it works. */
     this.rateProbe = /** @type {{ wall: number, media: number, rate: number } | null} */ (null);
     this.rateIgnoredProbes = 0;
@@ -178,12 +182,19 @@ export class LatencyController {
     // go to the next range that starts ahead.
     const stuck = !video.paused && (now === this.lastTime || video.readyState < HTMLMediaElement.HAVE_FUTURE_DATA);
     this.lastTime = now;
+    if (!stuck) this.stuckSince = -1;
+    else if (this.stuckSince < 0) this.stuckSince = wallNow;
     const end = rangeEnd(ranges, now);
-    if (end === null || (stuck && end - now < 0.1)) {
+    // Stuck inside a range for long (Chromium, when a track of the range has a hole too
+    // small to split what `buffered` shows, left by media the relay skipped): that hole
+    // never fills, so go on to the next range as from its end.
+    const stuckLong = stuck && this.stuckSince >= 0 && wallNow - this.stuckSince > this.options.stuckJumpMs;
+    if (end === null || (stuck && end - now < 0.1) || stuckLong) {
       for (let i = 0; i < ranges.length; i++) {
         if (ranges.start(i) > now) {
           this.gapJumps++;
           this.skippedSeconds += ranges.start(i) - now;
+          this.stuckSince = -1;
           video.currentTime = ranges.start(i) + 0.001;
           return;
         }
