@@ -22,6 +22,8 @@ export interface EnginePage {
   /** Runs `fn(arg)` in the page (it may return a promise) and returns its JSON-serialisable result. */
   evaluate<T, A = undefined>(fn: (arg: A) => T | Promise<T>, arg?: A): Promise<T>;
   close(): Promise<void>;
+  /** Requests that failed, with the browser's reason, where the driver reports them (Chromium). */
+  failedRequests?(): string[];
 }
 
 export interface Engine {
@@ -50,7 +52,10 @@ async function launchChromium(): Promise<Engine> {
     version: `Chromium ${browser.version()}`,
     async newPage() {
       const page = await browser.newPage();
+      const failed: string[] = [];
+      page.on('requestfailed', (request) => void failed.push(`${request.url()}: ${request.failure()?.errorText ?? '?'}`));
       return {
+        failedRequests: () => [...failed],
         goto: async (url) => void (await page.goto(url, { waitUntil: 'commit' })),
         evaluate: <T, A>(fn: (arg: A) => T | Promise<T>, arg?: A) => page.evaluate(fn as never, arg as never) as Promise<T>,
         close: () => page.close(),

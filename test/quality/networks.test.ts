@@ -160,7 +160,9 @@ async function waitPlayer(page: EnginePage, engine: string): Promise<void> {
       }))
       .catch((error: Error) => ({ player: false, url: '', ready: '', text: String(error), resources: '' }));
     if (seen.player) return;
-    if (Date.now() > deadline) throw new Error(`${engine}: no player on the page after 30 s: ${JSON.stringify(seen)}`);
+    if (Date.now() > deadline) {
+      throw new Error(`${engine}: no player on the page after 30 s: ${JSON.stringify({ ...seen, failed: page.failedRequests?.() })}`);
+    }
     await sleep(250);
   }
 }
