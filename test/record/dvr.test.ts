@@ -17,9 +17,8 @@ async function grab(page: import('playwright-core').Page, id: string): Promise<{
     const data = context.getImageData(0, 0, 320, 240).data;
     const rows: number[] = [];
     for (let y = 0; y < 240; y += 4) for (let x = 0; x < 320; x++) rows.push(Math.round((data[(y * 320 + x) * 4] + data[(y * 320 + x) * 4 + 1] + data[(y * 320 + x) * 4 + 2]) / 3));
-    const w = window as unknown as { player: { lag: number }; dvr: { cutStartMs: number | null } };
-    const rewind = document.getElementById('rewind') as HTMLVideoElement;
-    return { rows, atMs: Date.now(), lag: w.player.lag, position: (w.dvr.cutStartMs ?? 0) + rewind.currentTime * 1000 };
+    const w = window as unknown as { player: { lag: number }; dvr: { positionMs(): number | null } };
+    return { rows, atMs: Date.now(), lag: w.player.lag, position: w.dvr.positionMs() ?? 0 };
   }, id);
 }
 
@@ -43,9 +42,13 @@ interface DvrSnapshot {
   rewinding: boolean;
   behind: number;
   reach: number;
-  cuts: number;
+  window: number;
   error: string | null;
   currentTime: number;
+  /** Segments fetched, by where the relay had them. */
+  fetched: { memory: number; disk: number };
+  placements: number;
+  bufferedRanges: number;
 }
 
 describe('Rewinding the live stream (DVR) in Chromium', function () {
