@@ -131,6 +131,8 @@ export class RewindLoader {
     this.stop();
     const generation = ++this.generation;
     this.error = null;
+    this.fetched = { memory: 0, disk: 0 };
+    this.placements = 0;
     const buffer = new BufferController(this.video, { onError: (message) => (this.error = message) }, { backBufferSeconds: this.options.backBufferSeconds, evictSlackSeconds: 5 });
     this.buffer = buffer;
     void buffer.attach();
