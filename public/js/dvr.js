@@ -12,7 +12,7 @@ const TICK_MS = 500;
 /** A timeline dropped this close to its right end means live, s. */
 const LIVE_SNAP_S = 2;
 /** How often the reach of the timeline is read again while live, ms. */
-const REFRESH_MS = 5000;
+const REFRESH_MS = 10_000;
 
 /** @param {number} seconds */
 export function formatBehind(seconds) {

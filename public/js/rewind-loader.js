@@ -88,8 +88,11 @@ export class RewindLoader {
     const response = await fetch(this.withCredentials(this.indexUrl));
     if (!response.ok) throw new Error(`dvr.json: HTTP ${response.status}`);
     const index = /** @type {DvrIndex} */ (await response.json());
-    // Half the round trip: when the relay wrote `now`, as well as this page can tell.
-    this.clockOffsetMs = index.now - (asked + Date.now()) / 2;
+    // Half the round trip: when the relay wrote `now`, as well as this page can tell. An
+    // answer kept by a cache (or by the relay, for up to a second) only makes it look
+    // earlier: the largest estimate is the best.
+    const offset = index.now - (asked + Date.now()) / 2;
+    this.clockOffsetMs = this.index === null ? offset : Math.max(this.clockOffsetMs, offset);
     this.index = index;
     this.indexAt = performance.now();
     return index;

@@ -100,6 +100,22 @@ export async function buildDvrIndex(stream: Stream, nowMs = Date.now()): Promise
   return index;
 }
 
+/** Every player asks for the index now and then: one build a second per stream, whatever their number. */
+const INDEX_REUSE_MS = 1000;
+const built = new WeakMap<Stream, { at: number; index: Promise<DvrIndex> }>();
+
+/** The stream's index, built at most once a second; `now` is always the present. */
+export async function dvrIndex(stream: Stream): Promise<DvrIndex> {
+  const at = Date.now();
+  let entry = built.get(stream);
+  if (!entry || at - entry.at >= INDEX_REUSE_MS) {
+    entry = { at, index: buildDvrIndex(stream, at) };
+    built.set(stream, entry);
+    entry.index.catch(() => built.delete(stream));
+  }
+  return { ...(await entry.index), now: Date.now() };
+}
+
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 /**

@@ -6,7 +6,7 @@ import { CLOSE_REASONS } from '../protocol.js';
 import type { AccessGate } from '../server/access.js';
 import { corsHeaders } from '../server/access.js';
 import type { Stream } from '../stream/stream.js';
-import { buildDvrIndex, serveDiskSegment } from './dvr.js';
+import { dvrIndex, serveDiskSegment } from './dvr.js';
 import { cut, entryOf, recordings, type RecordingEntry } from './library.js';
 import { RECORDING_FILE } from './recorder.js';
 
@@ -83,7 +83,7 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
       }
       res.set(corsHeaders(stream.config.access, req.headers.origin));
       try {
-        if (DVR_INDEX_PATH.test(url)) return void res.set('Cache-Control', DVR_INDEX_CACHE).json(await buildDvrIndex(stream));
+        if (DVR_INDEX_PATH.test(url)) return void res.set('Cache-Control', DVR_INDEX_CACHE).json(await dvrIndex(stream));
         if (listing) return await list(stream, req, res);
         const cut = DISK_SEGMENT_PATH.exec(url);
         if (cut) {
