@@ -127,7 +127,7 @@ const IMMUTABLE = 'public, max-age=31536000, immutable';
 export async function serveDiskSegment(stream: Stream, stem: string, from: number, to: number, req: { method?: string; headers: Record<string, string | string[] | undefined> }, res: ServerResponse): Promise<boolean> {
   const name = `${stem}.webm`;
   if (!stream.recorder || !RECORDING_FILE.test(name) || to <= from || to - from > MAX_DISK_SEGMENT_BYTES) return false;
-  const info = (await recordings(stream.recorder)).find((f) => f.name === name);
+  const [info] = await recordings(stream.recorder, -Infinity, name);
   if (!info) return false;
   const kf = await keyframesOf(info);
   if (!kf || to > kf.clustersEnd) return false;

@@ -54,8 +54,9 @@ function startFromName(name: string): number {
  * The stream's recordings, oldest first; a name that is not in this list does not exist.
  * `sinceMs`: only files that may hold media from then on (their names say when they
  * started, and no file is longer than record-segment), so a long archive costs no `stat`s.
+ * `only`: the one file of that name, if the directory lists it.
  */
-export async function recordings(recorder: Recorder, sinceMs = -Infinity): Promise<FileInfo[]> {
+export async function recordings(recorder: Recorder, sinceMs = -Infinity, only?: string): Promise<FileInfo[]> {
   let names: string[];
   try {
     names = await fsp.readdir(recorder.dir);
@@ -66,7 +67,7 @@ export async function recordings(recorder: Recorder, sinceMs = -Infinity): Promi
   const out: FileInfo[] = [];
   const oldest = sinceMs - (recorder.options.segmentS + 60) * 1000;
   for (const name of names.filter((n) => RECORDING_FILE.test(n)).sort(compareRecordingNames)) {
-    if (startFromName(name) < oldest) continue;
+    if (startFromName(name) < oldest || (only !== undefined && name !== only)) continue;
     const file = path.join(recorder.dir, name);
     const stat = await fsp.stat(file).catch(() => null);
     if (!stat?.isFile()) continue;
