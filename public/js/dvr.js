@@ -169,6 +169,7 @@ export class Rewind {
       currentTime: this.rewind.currentTime,
       fetched: { ...loader.fetched },
       placements: loader.placements,
+      starts: loader.starts,
       bufferedRanges: this.rewind.buffered.length,
     };
   }

@@ -61,6 +61,8 @@ export class RewindLoader {
     this.timer = 0;
     /** Segments fetched, by where the relay had them. */
     this.fetched = { memory: 0, disk: 0 };
+    /** Rewinds that got their first segment in place. */
+    this.starts = 0;
     /** Timeline changes (a reset of the parser and a new timestampOffset). */
     this.placements = 0;
     /** @type {string | null} */
@@ -151,6 +153,7 @@ export class RewindLoader {
     if (generation !== this.generation) return;
     const first = this.placed[0];
     this.video.currentTime = first.placedStart + Math.max(0, targetMs - entry.start) / 1000;
+    this.starts++;
     this.timer = window.setInterval(() => void this.pump(generation), this.options.tickMs);
     await this.video.play().catch(() => {});
   }

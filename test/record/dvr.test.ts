@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { expect } from 'chai';
 import type { Browser, Page } from 'playwright-core';
 import { launchBrowser, playerSnapshot, watchErrors } from '../helpers/browser.js';
-import { sleep, startRelay, waitFor, type RunningRelay } from '../helpers/relay.js';
+import { ffmpegErrors, sleep, startRelay, waitFor, type RunningRelay } from '../helpers/relay.js';
 import type { DvrIndex } from '../../src/protocol.js';
 import { ENCODER_ARGS, tempDir, waitForLog } from './common.js';
 
@@ -64,7 +66,7 @@ const dvrSnapshot = (page: Page) => page.evaluate(() => (window as unknown as { 
 async function waitForRewound(page: Page, relay: RunningRelay, errors: string[], since: DvrSnapshot | null = null): Promise<DvrSnapshot> {
   await waitFor('the rewound stream to play', async () => {
     const s = await dvrSnapshot(page);
-    return s.rewinding && s.currentTime > 0 && (since === null || s.placements !== since.placements || s.fetched.memory + s.fetched.disk !== since.fetched.memory + since.fetched.disk);
+    return s.rewinding && s.currentTime > 0 && s.starts > (since?.starts ?? 0);
   }, 15_000).catch(async (error: Error) => {
     const state = await page.$eval('#rewind', (v) => {
       const video = v as HTMLVideoElement;
@@ -103,6 +105,8 @@ interface DvrSnapshot {
   /** Segments fetched, by where the relay had them. */
   fetched: { memory: number; disk: number };
   placements: number;
+  /** Rewinds that got their first segment in place. */
+  starts: number;
   bufferedRanges: number;
 }
 
@@ -205,6 +209,33 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     expect(fromDisk.fetched.disk).to.be.at.least(1);
     expectSamePicture(picture);
     expect(errors.filter((e) => !/favicon|404/.test(e))).to.deep.equal([]);
+
+    // The cuts as a cache and a tool see them: immutable, each a WebM that decodes, whose
+    // first frame has the time the index says, one after another within a file.
+    const later = (await (await fetch(`${relay.url}/live/dvr.json`)).json()) as DvrIndex;
+    const cuts = later.segments.filter((s) => s.from === 'disk');
+    const base = `${relay.url}/live/dvr.json`;
+    for (const [i, cut] of cuts.entries()) {
+      const url = new URL(cut.url, base).href;
+      const response = await fetch(url);
+      expect(response.status, url).to.equal(200);
+      expect(response.headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
+      const file = path.join(root, `cut-${i}.webm`);
+      fs.writeFileSync(file, Buffer.from(await response.arrayBuffer()));
+      expect(ffmpegErrors(fs.readFileSync(file)), url).to.deep.equal([]);
+      const firstVideo = Number(execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_entries', 'packet=pts_time', '-read_intervals', '%+#1', '-of', 'csv=p=0', file], { encoding: 'utf8' }).trim().split('\n')[0]);
+      expect(firstVideo, url).to.be.closeTo(cut.media, 0.002);
+      const next = cuts[i + 1];
+      if (next && next.timeline === cut.timeline) expect(next.start - (cut.start + cut.duration! * 1000), url).to.be.within(-2, 2);
+      const etag = response.headers.get('etag')!;
+      expect((await fetch(url, { headers: { 'If-None-Match': etag } })).status).to.equal(304);
+    }
+    console.log(`      ${cuts.length} cuts: each decodes, immutable, first frame at the index's time`);
+    // Offsets that are not keyframe clusters of a listed file, and names that are not listed, are not served.
+    const [, stem, from, to] = /recordings\/live\/([^/]+)\/(\d+)-(\d+)\.webm$/.exec(cuts[0].url)!;
+    for (const bad of [`${stem}/${Number(from) + 1}-${to}`, `${stem}/${from}-${Number(to) + 1}`, `..%2F..%2Fetc/${from}-${to}`, `2020-01-01T00-00-00Z/${from}-${to}`]) {
+      expect((await fetch(`${relay.url}/recordings/live/${bad}.webm`)).status, bad).to.equal(404);
+    }
   });
 
   it('a stream that is not recorded rewinds within its segment window in memory', async () => {
