@@ -188,6 +188,27 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     expect(d.fetched.memory).to.be.at.least(1);
     expect(d.error).to.equal(null);
 
+    // Held up for 20 s (paused, as a stall would): what it needs next has left the 10 s in
+    // memory meanwhile and comes from disk, placed over the end of what it had, without a hole.
+    await page.$eval('#rewind', (v) => (v as HTMLVideoElement).pause());
+    await sleep(20_000);
+    const held = await dvrSnapshot(page);
+    await page.$eval('#rewind', (v) => (v as HTMLVideoElement).play());
+    // The 10 s it had buffered, then on into the cut from disk.
+    await sleep(12_000);
+    const resumed = await dvrSnapshot(page);
+    console.log(
+      `      paused 20 s: ${held.behind.toFixed(2)} s behind live, then ${resumed.behind.toFixed(2)} s playing ${(resumed.currentTime - held.currentTime).toFixed(2)} s in 12 s; ` +
+        `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s)`,
+    );
+    expect(held.behind).to.be.within(23.5, 26.5);
+    expect(resumed.currentTime - held.currentTime).to.be.within(11, 13);
+    expect(Math.abs(resumed.behind - held.behind)).to.be.lessThan(0.6);
+    expect(resumed.fetched.disk - held.fetched.disk).to.be.at.least(1);
+    expect(resumed.placements).to.be.at.least(2);
+    expect(resumed.bufferedRanges).to.equal(1);
+    expect(resumed.error).to.equal(null);
+
     // Live again, at the live edge.
     await page.click('#dvr-live');
     await waitFor('the live edge', async () => {
