@@ -32,7 +32,7 @@ export class Rewind {
    */
   constructor(options) {
     this.o = options;
-    // Made only for a stream with a timeline, so that the page of any other has its one <video>.
+    // Put in the page at the first rewind: until then the page has its one <video>.
     this.rewind = document.createElement('video');
     this.rewind.id = 'rewind';
     this.rewind.playsInline = true;
@@ -67,7 +67,6 @@ export class Rewind {
   async init() {
     if (!(await this.refresh())) return;
     const { timeline, liveButton, bar } = this.o;
-    this.o.live.after(this.rewind);
     bar.hidden = false;
     timeline.addEventListener('input', () => {
       this.dragging = true;
@@ -115,6 +114,7 @@ export class Rewind {
     const targetMs = this.loader.now() - Math.min(seconds, this.reach()) * 1000;
     const { live } = this.o;
     const rewind = this.rewind;
+    if (!rewind.isConnected) live.after(rewind);
     if (!this.rewinding) {
       this.savedVolume = live.volume;
       rewind.muted = live.muted;
