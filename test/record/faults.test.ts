@@ -21,6 +21,8 @@ describe('Recording: crashes, retention and a failing disk', function () {
   const disks: SlowDisk[] = [];
 
   afterEach(async () => {
+    // A relay that stops finishes its file: not at 8 kB/s.
+    for (const d of disks) d.limit(null);
     await Promise.all(relays.splice(0).map((r) => r.stop()));
     for (const d of disks.splice(0)) d.remove();
     for (const m of mounts.splice(0)) spawnSync('umount', ['-l', m]);
