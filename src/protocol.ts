@@ -245,6 +245,40 @@ export interface SegmentIndex {
   tracks: TrackDescription[];
 }
 
+/**
+ * `GET /<name>/dvr.json`: the rewind window as segments with their times, oldest first.
+ * The recent part is the live segments held in memory (`from: "memory"`, the same URLs as
+ * index.json); before them, cuts of the recording on disk (`from: "disk"`, immutable).
+ */
+export interface DvrIndex {
+  name: string;
+  /** The relay's clock when it answered (ms since 1970, UTC): where live is. */
+  now: number;
+  /** Seconds the timeline reaches back (`dvr-window`); 0: the stream has no timeline. */
+  window: number;
+  recorded: boolean;
+  /** What the player's SourceBuffer takes; null while the stream is not live. */
+  mimeType: string | null;
+  /** The live segments' init segment (relative to this index): appended before `memory` segments. Null while not live. */
+  init: string | null;
+  segments: DvrSegment[];
+}
+
+export interface DvrSegment {
+  /** Relative to the index's URL. */
+  url: string;
+  /** Wall-clock time of its first frame, ms since 1970 (UTC). */
+  start: number;
+  /** Seconds; null for the segment being produced (it streams until it is whole). */
+  duration: number | null;
+  /** The timestamp of its first frame in its own bytes, seconds: where a player places it. */
+  media: number;
+  /** Segments of one timeline follow each other in their timestamps; another timeline is placed anew. */
+  timeline: string;
+  /** `memory`: a live segment (clusters only: `init` goes first); `disk`: a cut of a recording that starts with its own init segment. */
+  from: 'memory' | 'disk';
+}
+
 /** The segmenter's part of `/api/streams/<name>`. */
 export interface SegmentStats {
   epoch: string | null;

@@ -112,6 +112,18 @@ export class BufferController {
     this.evictBehind();
   }
 
+  /**
+   * Runs `execute` on the SourceBuffer in turn with the appends (e.g. `abort()`, setting
+   * `timestampOffset`); resolves once it and everything queued before it are done.
+   * @param {string} label @param {(sb: SourceBuffer) => void} execute
+   * @returns {Promise<void>}
+   */
+  operation(label, execute) {
+    const queue = this.queue;
+    if (!queue) return Promise.reject(new Error(`${label}: no SourceBuffer`));
+    return new Promise((resolve, reject) => queue.push({ label, execute, onComplete: () => resolve(undefined), onError: reject }));
+  }
+
   /** @param {ArrayBuffer} bytes @param {number} attempt */
   appendOperation(bytes, attempt) {
     return {

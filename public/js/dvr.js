@@ -1,13 +1,18 @@
-// Rewinding a recorded stream: a timeline under the player that reaches back up to the
-// stream's dvr-window into its recordings. Dragging back plays a cut of the recordings
-// (`recordings/NAME/range.webm?from=`) in a second <video> at normal speed, one cut after
-// another; "Live" shows the live player again. The live player keeps running meanwhile
-// (silenced), so going back to live is instant and at the live edge.
+// Rewinding the live stream: a timeline under the player that reaches back up to the
+// stream's dvr-window (the relay's dvr.json: recorded streams on disk and in memory, any
+// other within the segments held in memory). Dragging back plays the segments from that
+// moment in a second <video> at normal speed (js/rewind-loader.js); "Live" shows the live
+// player again. The live player keeps running meanwhile (silenced), so going back to live
+// is instant and at the live edge.
+
+import { RewindLoader } from './rewind-loader.js';
 
 /** How often the timeline and the label follow the playhead, ms. */
 const TICK_MS = 500;
 /** A timeline dropped this close to its right end means live, s. */
 const LIVE_SNAP_S = 2;
+/** How often the reach of the timeline is read again while live, ms. */
+const REFRESH_MS = 10_000;
 
 /** @param {number} seconds */
 export function formatBehind(seconds) {
@@ -21,47 +26,47 @@ export class Rewind {
   /**
    * @param {{
    *   live: HTMLVideoElement, bar: HTMLElement, timeline: HTMLInputElement,
-   *   label: HTMLElement, liveButton: HTMLButtonElement, apiUrl: string, recordingsUrl: string,
+   *   label: HTMLElement, liveButton: HTMLButtonElement, indexUrl: string,
    *   credentials: URLSearchParams, lag: () => number,
    * }} options
    */
   constructor(options) {
     this.o = options;
-    // Made only for a recorded stream, so that the page of any other has its one <video>.
+    // Put in the page at the first rewind: until then the page has its one <video>.
     this.rewind = document.createElement('video');
     this.rewind.id = 'rewind';
     this.rewind.playsInline = true;
     this.rewind.disablePictureInPicture = true;
     this.rewind.style.display = 'none';
-    /** Wall-clock ms of the cut's time 0, while rewinding; null when live. */
-    this.cutStartMs = null;
-    /** Seconds the timeline reaches back now. */
+    this.loader = new RewindLoader(this.rewind, options.indexUrl, options.credentials);
+    this.rewinding = false;
+    /** Seconds the timeline may reach back (dvr-window). */
     this.windowS = 0;
+    /** Wall-clock start of the oldest segment (relay clock, ms). */
     this.earliestMs = Infinity;
     this.dragging = false;
-    this.cuts = 0;
     this.savedVolume = 1;
     /** @type {string | null} */
     this.error = null;
     this.timer = 0;
   }
 
-  get rewinding() {
-    return this.cutStartMs !== null;
-  }
-
-  /** Seconds behind live: of the cut being played, or the live player's lag. */
+  /** Seconds behind live: of the picture being rewound to, or the live player's lag. */
   get behind() {
-    if (this.cutStartMs === null) return this.o.lag();
-    return (Date.now() - (this.cutStartMs + this.rewind.currentTime * 1000)) / 1000;
+    if (!this.rewinding) return this.o.lag();
+    const position = this.loader.positionMs();
+    return position === null ? 0 : (this.loader.now() - position) / 1000;
   }
 
-  /** Shows the timeline if the stream is recorded. */
+  /** Wall-clock time (relay clock, ms) of the rewound picture, or null when live. */
+  positionMs() {
+    return this.rewinding ? this.loader.positionMs() : null;
+  }
+
+  /** Shows the timeline if the stream has one. */
   async init() {
     if (!(await this.refresh())) return;
     const { timeline, liveButton, bar } = this.o;
-    const rewind = this.rewind;
-    this.o.live.after(rewind);
     bar.hidden = false;
     timeline.addEventListener('input', () => {
       this.dragging = true;
@@ -74,26 +79,20 @@ export class Rewind {
       else void this.seekBack(back);
     });
     liveButton.addEventListener('click', () => this.goLive());
-    // The cut has played to its end (where "now" was when it was asked for): the next one goes on from there.
-    rewind.addEventListener('ended', () => {
-      if (this.cutStartMs === null) return;
-      void this.seekBack((Date.now() - (this.cutStartMs + rewind.duration * 1000)) / 1000, true);
-    });
     this.timer = window.setInterval(() => this.tick(), TICK_MS);
-    window.setInterval(() => void this.refresh(), 10_000);
+    window.setInterval(() => {
+      if (!this.rewinding) void this.refresh();
+    }, REFRESH_MS);
     this.tick();
   }
 
-  /** Reads how far back the recordings go; false when the stream is not recorded. */
+  /** Reads how far back the window reaches; false when the stream has no timeline. */
   async refresh() {
     try {
-      const response = await fetch(this.o.apiUrl, { cache: 'no-store' });
-      if (!response.ok) return false;
-      const body = await response.json();
-      if (!body.dvrWindow || body.recordings.length === 0) return false;
-      this.windowS = body.dvrWindow;
-      this.earliestMs = Math.min(...body.recordings.map((/** @type {{start: string}} */ r) => Date.parse(r.start)));
-      return true;
+      const index = await this.loader.fetchIndex(true);
+      this.windowS = index.window;
+      this.earliestMs = index.segments[0]?.start ?? Infinity;
+      return index.window > 0;
     } catch {
       return false;
     }
@@ -101,62 +100,48 @@ export class Rewind {
 
   /** Seconds the timeline can reach back now. */
   reach() {
-    return Math.max(0, Math.min(this.windowMaxS(), (Date.now() - this.earliestMs) / 1000));
-  }
-
-  windowMaxS() {
-    return this.windowS || 1800;
+    const index = this.loader.index;
+    if (index && index.segments.length > 0) this.earliestMs = index.segments[0].start;
+    return Math.max(0, Math.min(this.windowS, (this.loader.now() - this.earliestMs) / 1000));
   }
 
   /**
-   * Plays the recordings from `seconds` before now.
+   * Plays the stream from `seconds` before now.
    * @param {number} seconds
-   * @param {boolean} [continuing] the previous cut ended: go on where it stopped
    */
-  async seekBack(seconds, continuing = false) {
-    const targetMs = Date.now() - Math.min(seconds, this.reach()) * 1000;
-    const url = new URL(this.o.recordingsUrl);
-    url.searchParams.set('from', new Date(targetMs).toISOString());
-    for (const [key, value] of this.o.credentials) url.searchParams.set(key, value);
-    const head = await fetch(url, { method: 'HEAD', cache: 'no-store' }).catch(() => null);
-    const start = head?.ok ? Date.parse(head.headers.get('X-Recording-Start') ?? '') : NaN;
-    if (!Number.isFinite(start)) {
-      this.error = head ? `no recording at that time (${head.status})` : 'the relay cannot be reached';
-      if (!continuing) return;
+  async seekBack(seconds) {
+    await this.refresh();
+    const targetMs = this.loader.now() - Math.min(seconds, this.reach()) * 1000;
+    const { live } = this.o;
+    const rewind = this.rewind;
+    if (!rewind.isConnected) live.after(rewind);
+    if (!this.rewinding) {
+      this.savedVolume = live.volume;
+      rewind.muted = live.muted;
+      rewind.volume = live.volume;
+    }
+    try {
+      await this.loader.start(targetMs);
+    } catch (error) {
+      this.error = error instanceof Error ? error.message : String(error);
+      if (!this.rewinding) return;
       this.goLive();
       return;
     }
     this.error = null;
-    const { live } = this.o;
-    const rewind = this.rewind;
-    if (this.cutStartMs === null) {
-      this.savedVolume = live.volume;
-      rewind.muted = live.muted;
-      rewind.volume = live.volume;
-      live.volume = 0;
-    }
-    this.cutStartMs = start;
-    this.cuts++;
-    rewind.src = url.href;
-    const offset = Math.max(0, (targetMs - start) / 1000);
-    await new Promise((resolve) => rewind.addEventListener('loadedmetadata', resolve, { once: true }));
-    if (this.cutStartMs !== start) return;
-    if (offset > 0.05) rewind.currentTime = offset;
+    if (!this.rewinding) live.volume = 0;
+    this.rewinding = true;
     rewind.style.display = 'block';
     live.style.display = 'none';
-    await rewind.play().catch(() => {});
     this.tick();
   }
 
   goLive() {
     const { live } = this.o;
-    const rewind = this.rewind;
-    if (this.cutStartMs !== null) live.volume = this.savedVolume;
-    this.cutStartMs = null;
-    rewind.pause();
-    rewind.removeAttribute('src');
-    rewind.load();
-    rewind.style.display = 'none';
+    if (this.rewinding) live.volume = this.savedVolume;
+    this.rewinding = false;
+    this.loader.stop();
+    this.rewind.style.display = 'none';
     live.style.display = '';
     this.tick();
   }
@@ -174,6 +159,18 @@ export class Rewind {
   }
 
   snapshot() {
-    return { rewinding: this.rewinding, behind: this.behind, reach: this.reach(), cuts: this.cuts, error: this.error, currentTime: this.rewind.currentTime };
+    const loader = this.loader;
+    return {
+      rewinding: this.rewinding,
+      behind: this.behind,
+      reach: this.reach(),
+      window: this.windowS,
+      error: this.error ?? loader.error,
+      currentTime: this.rewind.currentTime,
+      fetched: { ...loader.fetched },
+      placements: loader.placements,
+      starts: loader.starts,
+      bufferedRanges: this.rewind.buffered.length,
+    };
   }
 }

@@ -63,15 +63,14 @@ const player = new Player(video, {
 });
 const overlay = new StatsOverlay($('overlay'), player);
 
-// A recorded stream: a timeline to rewind into its recordings (js/dvr.js); hidden otherwise.
+// A timeline to rewind within the stream's dvr-window (js/dvr.js); hidden for a stream without one.
 const rewind = new Rewind({
   live: video,
   bar: $('dvr'),
   timeline: /** @type {HTMLInputElement} */ ($('dvr-timeline')),
   label: $('dvr-behind'),
   liveButton: /** @type {HTMLButtonElement} */ ($('dvr-live')),
-  apiUrl: new URL(`api/recordings/${streamName}${wsUrl.search}`, document.baseURI).href,
-  recordingsUrl: new URL(`recordings/${streamName}/range.webm`, document.baseURI).href,
+  indexUrl: new URL(`${streamName}/dvr.json`, document.baseURI).href,
   credentials,
   lag: () => player.lag,
 });

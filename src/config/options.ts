@@ -48,7 +48,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'record-segment', value: 'S', default: '3600', scope: 'stream', help: 'start a new recording file at the first keyframe after this many seconds (and whenever the tracks change)' },
   { name: 'record-keep', value: 'S', default: '', scope: 'stream', help: 'delete recordings older than this many seconds, oldest first (unset: keep them)' },
   { name: 'record-max-bytes', value: 'BYTES', default: '', scope: 'stream', help: 'delete a stream\'s oldest recordings while they take more than this (e.g. 50G; unset: no limit)' },
-  { name: 'dvr-window', value: 'S', default: '1800', scope: 'stream', help: 'a recorded stream\'s player gets a timeline reaching back this far in its recordings (0: none)' },
+  { name: 'record-queue', value: 'BYTES', default: '32M', scope: 'stream', help: 'most bytes waiting for the disk; beyond, the disk is too slow: the file ends and the next starts at a keyframe once writing keeps up' },
+  { name: 'dvr-window', value: 'S', default: '', scope: 'stream', help: 'the player\'s timeline reaches back this far: on disk and in memory when recorded, else within --segment-window (0: no timeline; unset: 1800 when recorded, else the segment window)' },
   { name: 'upstream-timeout', value: 'S', default: '3', scope: 'stream', help: 'edge (--ingest http://...): reconnect when the upstream has sent nothing for this long (a few keyframe intervals)' },
   { name: 'drain', value: 'S', default: '5', scope: 'relay', help: 'on SIGTERM, fail /healthz and stop accepting at once, then close viewers after this long, so load balancers move them (SIGINT: at once)' },
   { name: 'max-header-size', value: 'BYTES', default: '1M', scope: 'stream', help: 'largest stream header accepted from a producer' },
@@ -111,6 +112,8 @@ export interface StreamLimits {
   producerGraceMs: number;
   /** Seconds of complete segments the segmenter keeps. */
   segmentWindowS: number;
+  /** `dvr-window`: seconds the player's timeline reaches back; null: the default (see dvrWindowOf). */
+  dvrWindowS: number | null;
   /** Edge: an upstream silent this long is dropped and pulled again. */
   upstreamTimeoutMs: number;
   maxHeaderBytes: number;
@@ -157,9 +160,18 @@ export interface RecordConfig {
   keepS: number | null;
   /** The stream's recordings are kept under this many bytes; null: no limit. */
   maxBytes: number | null;
-  /** Seconds the player's timeline reaches back (0: no timeline). */
-  dvrWindowS: number;
+  /** Bytes waiting for the disk beyond which the file ends (the disk is too slow). */
+  maxQueueBytes: number;
 }
+
+/** The seconds a stream's timeline reaches back: `dvr-window`, by default 30 min when recorded, else the segment window (memory only). */
+export function dvrWindowOf(config: Pick<StreamConfig, 'record' | 'limits'>): number {
+  const { dvrWindowS, segmentWindowS } = config.limits;
+  if (config.record) return dvrWindowS ?? DEFAULT_RECORDED_DVR_WINDOW_S;
+  return Math.min(dvrWindowS ?? segmentWindowS, segmentWindowS);
+}
+
+export const DEFAULT_RECORDED_DVR_WINDOW_S = 1800;
 
 export interface StreamConfig {
   name: string;
@@ -281,6 +293,7 @@ export function readLimits(get: Lookup): StreamLimits {
     stallTimeoutMs: decimal(where('stall-timeout'), value('stall-timeout'), 0.5, 3600) * 1000,
     producerGraceMs: decimal(where('producer-grace'), value('producer-grace'), 0, 3600) * 1000,
     segmentWindowS: decimal(where('segment-window'), value('segment-window'), 1, 3600),
+    dvrWindowS: value('dvr-window').trim() === '' ? null : decimal(where('dvr-window'), value('dvr-window'), 0, 7 * 24 * 3600),
     upstreamTimeoutMs: decimal(where('upstream-timeout'), value('upstream-timeout'), 0.5, 3600) * 1000,
     maxHeaderBytes: bytes(where('max-header-size'), value('max-header-size'), 4 << 10, 64 << 20),
     maxElementBytes: bytes(where('max-element-size'), value('max-element-size'), 64 << 10, 256 << 20),
@@ -302,7 +315,7 @@ export function readRecord(get: Lookup, name: string, recordDir: string): Record
     segmentS: decimal(where('record-segment'), value('record-segment'), 1, 7 * 24 * 3600),
     keepS: keep === '' ? null : decimal(where('record-keep'), keep, 1, 100 * 365 * 24 * 3600),
     maxBytes: max === '' ? null : bytes(where('record-max-bytes'), max, 1 << 20, 2 ** 53),
-    dvrWindowS: decimal(where('dvr-window'), value('dvr-window'), 0, 7 * 24 * 3600),
+    maxQueueBytes: bytes(where('record-queue'), value('record-queue'), 16 << 10, 4 * 2 ** 30),
   };
 }
 

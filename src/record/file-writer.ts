@@ -16,8 +16,11 @@ interface QueuedCluster {
 export interface FileWriterEvents {
   /** The first write failed or a later one did (ENOSPC, EACCES, EIO) or the queue overflowed: the file ends here. */
   failed(writer: RecordingFileWriter, why: string): void;
-  /** The first cluster is on disk. */
-  clusterWritten(writer: RecordingFileWriter): void;
+  /**
+   * The disk keeps up: clusters are on disk and nothing waits to be written. Said once.
+   * One cluster on disk is not enough: a disk too slow for the stream writes one too.
+   */
+  caughtUp(writer: RecordingFileWriter): void;
 }
 
 /**
@@ -38,6 +41,7 @@ export class RecordingFileWriter {
   private readonly cues: CueEntry[] = [];
   private lastWrittenTicks = 0;
   private clustersWritten = 0;
+  private saidCaughtUp = false;
   private failure: string | null = null;
   private finishRequest: { durationTicks: number; done: (finished: boolean) => void } | null = null;
   /** Resolves when the file is closed (true: finished with Cues and Duration). */
@@ -145,12 +149,16 @@ export class RecordingFileWriter {
         offset += cluster.bytes;
         this.completeEnd = offset;
         this.lastWrittenTicks = Math.max(this.lastWrittenTicks, cluster.lastTicks);
-        if (this.clustersWritten++ === 0) this.events.clusterWritten(this);
+        this.clustersWritten++;
       }
       this.position += written ?? 0;
       if (error || written !== total) {
         this.fail(`cannot write ${this.file}: ${error ? describe(error) : `short write (${written} of ${total} bytes: disk full?)`}`);
         return;
+      }
+      if (!this.saidCaughtUp && this.queue.length === 0 && this.clustersWritten > 0) {
+        this.saidCaughtUp = true;
+        this.events.caughtUp(this);
       }
       this.pump();
     });

@@ -30,7 +30,7 @@ export interface RecordingEntry {
   recording: boolean;
 }
 
-interface FileInfo {
+export interface FileInfo {
   name: string;
   path: string;
   size: number;
@@ -50,8 +50,13 @@ function startFromName(name: string): number {
   return Date.parse(stamp.replace(/T(\d\d)-(\d\d)-(\d\d)Z$/, 'T$1:$2:$3Z'));
 }
 
-/** The stream's recordings, oldest first; a name that is not in this list does not exist. */
-export async function recordings(recorder: Recorder): Promise<FileInfo[]> {
+/**
+ * The stream's recordings, oldest first; a name that is not in this list does not exist.
+ * `sinceMs`: only files that may hold media from then on (their names say when they
+ * started, and no file is longer than record-segment), so a long archive costs no `stat`s.
+ * `only`: the one file of that name, if the directory lists it.
+ */
+export async function recordings(recorder: Recorder, sinceMs = -Infinity, only?: string): Promise<FileInfo[]> {
   let names: string[];
   try {
     names = await fsp.readdir(recorder.dir);
@@ -60,7 +65,9 @@ export async function recordings(recorder: Recorder): Promise<FileInfo[]> {
   }
   const current = recorder.current();
   const out: FileInfo[] = [];
+  const oldest = sinceMs - (recorder.options.segmentS + 60) * 1000;
   for (const name of names.filter((n) => RECORDING_FILE.test(n)).sort(compareRecordingNames)) {
+    if (startFromName(name) < oldest || (only !== undefined && name !== only)) continue;
     const file = path.join(recorder.dir, name);
     const stat = await fsp.stat(file).catch(() => null);
     if (!stat?.isFile()) continue;
@@ -99,6 +106,43 @@ export function entryOf(info: FileInfo): RecordingEntry {
     bytes: info.size,
     recording: info.live !== null,
   };
+}
+
+/** A file's keyframe clusters and where its clusters end; none for a file that is neither finished nor being written. */
+export interface Keyframes {
+  keyframes: readonly CueEntry[];
+  /** File offset where its clusters end: its Cues, or what is on disk of the file being written. */
+  clustersEnd: number;
+  /** The file's time at `clustersEnd`, ticks (null while it is written). */
+  endTicks: number | null;
+}
+
+const cuesCache = new Map<string, { size: number; mtimeMs: number; keyframes: CueEntry[] }>();
+
+/** The keyframes of a recording: its Cues (read once per finished file), or the writer's list of the file being written. */
+export async function keyframesOf(info: FileInfo): Promise<Keyframes | null> {
+  if (info.live) return { keyframes: info.live, clustersEnd: info.size, endTicks: null };
+  const { layout } = info;
+  if (!layout.finished || layout.cuesOffset === null) return null;
+  let cached = cuesCache.get(info.path);
+  if (!cached || cached.size !== info.size || cached.mtimeMs !== info.mtimeMs) {
+    const handle = await fsp.open(info.path, 'r');
+    try {
+      const header = Buffer.alloc(12);
+      await handle.read(header, 0, 12, layout.cuesOffset);
+      if (readId(header, 0, 4) !== ID.Cues) return null;
+      const sizeLength = vintLength(header[4]);
+      const size = readSize(header, 4, sizeLength);
+      const body = Buffer.alloc(Math.min(size, 16 << 20));
+      await handle.read(body, 0, body.length, layout.cuesOffset + 4 + sizeLength);
+      cached = { size: info.size, mtimeMs: info.mtimeMs, keyframes: parseCues(body, layout.segmentDataStart) };
+    } finally {
+      await handle.close();
+    }
+    if (cuesCache.size > 10_000) cuesCache.clear();
+    cuesCache.set(info.path, cached);
+  }
+  return { keyframes: cached.keyframes, clustersEnd: layout.cuesOffset, endTicks: layout.durationTicks };
 }
 
 interface ClusterRef {

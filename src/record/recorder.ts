@@ -216,7 +216,7 @@ export class Recorder implements StreamSink {
     const { head, layout } = startRecording(this.init.segment.bytes, now);
     const writer = new RecordingFileWriter(path.join(this.dir, name), layout, head, this.options.maxQueueBytes, {
       failed: (w, why) => this.writerFailed(w, why),
-      clusterWritten: (w) => this.writerWorks(w),
+      caughtUp: (w) => this.writerWorks(w),
     });
     this.file = { name, writer, startTicks: streamTicks, startMs: now, lastTicks: 0, lastVideoTicks: -1, frameTicks: frameGuess(layout) };
     this.counts.files++;

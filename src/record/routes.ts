@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import express, { type Request, type Response } from 'express';
-import { STREAM_NAME } from '../config/options.js';
+import { STREAM_NAME, dvrWindowOf } from '../config/options.js';
 import { logger } from '../log.js';
 import { CLOSE_REASONS } from '../protocol.js';
 import type { AccessGate } from '../server/access.js';
 import { corsHeaders } from '../server/access.js';
 import type { Stream } from '../stream/stream.js';
+import { dvrIndex, serveDiskSegment } from './dvr.js';
 import { cut, entryOf, recordings, type RecordingEntry } from './library.js';
 import { RECORDING_FILE } from './recorder.js';
 
@@ -14,6 +15,12 @@ const NAME = STREAM_NAME.source.slice(1, -1);
 const API_PATH = new RegExp(`^/api/recordings/(${NAME})$`);
 const FILE_PATH = new RegExp(`^/recordings/(${NAME})/([^/]{1,80})$`);
 const PAGE_PATH = new RegExp(`^/(${NAME})/recordings/$`);
+/** `/<name>/dvr.json`: the rewind window as segments (every stream: one not recorded has its memory window). */
+const DVR_INDEX_PATH = new RegExp(`^/(${NAME})/dvr\\.json$`);
+/** `/recordings/<name>/<file stem>/<from>-<to>.webm`: a cut of a recording between two keyframe clusters (src/record/dvr.ts). */
+const DISK_SEGMENT_PATH = new RegExp(`^/recordings/(${NAME})/([^/]{1,80})/(0|[1-9][0-9]{0,14})-([1-9][0-9]{0,14})\\.webm$`);
+/** Longer than the one request a second that index.json allows a cache: a rewinding player asks when it needs the next segment. */
+const DVR_INDEX_CACHE = 'public, max-age=0, s-maxage=1';
 
 /** A finished file never changes; it may still be deleted by retention, so a day, not forever. */
 const FINISHED_CACHE = 'public, max-age=86400';
@@ -59,7 +66,7 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
   return (req, res, next) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const url = req.path;
-    const match = API_PATH.exec(url) ?? FILE_PATH.exec(url) ?? PAGE_PATH.exec(url);
+    const match = API_PATH.exec(url) ?? DISK_SEGMENT_PATH.exec(url) ?? FILE_PATH.exec(url) ?? PAGE_PATH.exec(url) ?? DVR_INDEX_PATH.exec(url);
     if (!match) {
       if (url.startsWith('/recordings/') || url.startsWith('/api/recordings/')) return text(res, 404, 'not found');
       return next();
@@ -67,7 +74,7 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
     const stream = streams.get(match[1]);
     if (!stream) return text(res, 404, `no stream named "${match[1]}"`);
     // The list of a stream that is not recorded is empty (the player asks it of every stream).
-    const listing = url.startsWith('/api/');
+    const listing = url.startsWith('/api/') || DVR_INDEX_PATH.test(url);
     if (!stream.recorder && !listing) return text(res, 404, `stream "${stream.name}" is not recorded`);
     void gate.viewer(stream, req, `GET ${url}`).then(async (verdict) => {
       if (!verdict.ok) {
@@ -76,7 +83,13 @@ export function recordingRoutes(streams: ReadonlyMap<string, Stream>, gate: Acce
       }
       res.set(corsHeaders(stream.config.access, req.headers.origin));
       try {
+        if (DVR_INDEX_PATH.test(url)) return void res.set('Cache-Control', DVR_INDEX_CACHE).json(await dvrIndex(stream));
         if (listing) return await list(stream, req, res);
+        const cut = DISK_SEGMENT_PATH.exec(url);
+        if (cut) {
+          if (!(await serveDiskSegment(stream, cut[2], Number(cut[3]), Number(cut[4]), req, res))) text(res, 404, 'no such cut of a recording');
+          return;
+        }
         if (PAGE_PATH.test(url)) return await page(stream, req, res);
         if (match[2] === 'range.webm') return await serveCut(stream, req, res);
         return await serveFile(stream, match[2], req, res);
@@ -102,7 +115,7 @@ async function list(stream: Stream, req: Request, res: Response): Promise<void> 
   const auth = credentials(req);
   const name = encodeURIComponent(stream.name);
   const items = stream.recorder ? (await entries(stream, s)).map((e) => ({ ...e, url: `/recordings/${name}/${e.file}${auth}` })) : [];
-  res.set('Cache-Control', 'no-store').json({ name: stream.name, recorded: stream.recorder !== null, dvrWindow: stream.config.record?.dvrWindowS ?? 0, recordings: items });
+  res.set('Cache-Control', 'no-store').json({ name: stream.name, recorded: stream.recorder !== null, dvrWindow: dvrWindowOf(stream.config), recordings: items });
 }
 
 async function serveFile(stream: Stream, requested: string, req: Request, res: Response): Promise<void> {

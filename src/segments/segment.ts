@@ -23,6 +23,8 @@ export class Segment {
   constructor(
     readonly seq: number,
     readonly startTicks: number,
+    /** Wall-clock time of its start (ms since 1970, UTC), on the producer's clock: see Segmenter.wallClock. */
+    readonly startMs: number = Date.now(),
   ) {
     this.lastTicks = startTicks;
   }

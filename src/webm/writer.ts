@@ -115,6 +115,8 @@ export interface RecordingLayout {
   durationTicks: number | null;
   /** The Segment's size is known: the file was finished. */
   finished: boolean;
+  /** Where the Cues element starts (the clusters end there), from a finished file's SeekHead. */
+  cuesOffset: number | null;
 }
 
 export interface CueEntry {
@@ -210,6 +212,7 @@ export function startRecording(initSegment: Buffer, startMs: number): { head: Bu
       startMs,
       durationTicks: null,
       finished: false,
+      cuesOffset: null,
     },
   };
 }
@@ -315,6 +318,22 @@ export function readLayout(head: Buffer): RecordingLayout | null {
   });
   const trackBytes: Buffer = tracks;
   const trackList = parseTracks(trackBytes, bodyStart(trackBytes), trackBytes.length);
+  let cuesOffset: number | null = null;
+  if (finished) {
+    forEachChild(head, segmentDataStart, infoOffset, (id, s, e) => {
+      if (id !== ID.SeekHead) return;
+      forEachChild(head, s, e, (seek, ss, se) => {
+        if (seek !== ID.Seek) return;
+        let target = -1;
+        let position = -1;
+        forEachChild(head, ss, se, (child, cs, ce) => {
+          if (child === ID.SeekID) target = readUint(head, cs, ce);
+          else if (child === ID.SeekPosition) position = readUint(head, cs, ce);
+        });
+        if (target === ID.Cues && position >= 0) cuesOffset = segmentDataStart + position;
+      });
+    });
+  }
   return {
     segmentOffset,
     segmentDataStart,
@@ -333,6 +352,7 @@ export function readLayout(head: Buffer): RecordingLayout | null {
     startMs,
     durationTicks,
     finished,
+    cuesOffset,
   };
 }
 

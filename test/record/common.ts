@@ -34,6 +34,8 @@ export interface FileFacts {
   /** ffprobe's format duration. */
   probedDuration: number;
   cuePoints: number;
+  /** Seconds from the file's start of each cue point (each keyframe cluster), as mkvinfo reads them. */
+  cueTimes: number[];
   mkvinfoHasDuration: boolean;
   decodeErrors: string[];
 }
@@ -52,6 +54,7 @@ export function inspect(file: string): FileFacts {
     duration: layout?.durationTicks != null ? (layout.durationTicks * layout.timecodeScale) / 1e9 : null,
     probedDuration: Number(probed.stdout.trim()),
     cuePoints: count(mkvinfo, /\| \+ Cue point/),
+    cueTimes: [...mkvinfo.matchAll(/Cue time: (\d+):(\d+):([\d.]+)/g)].map((m) => Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3])),
     mkvinfoHasDuration: /\| \+ Duration: /.test(mkvinfo),
     decodeErrors: decode.stderr.split('\n').filter((l) => l.trim() !== ''),
   };

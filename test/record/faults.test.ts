@@ -5,16 +5,26 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { gstWebm } from '../helpers/media.js';
 import { capture, ffmpegErrors, freePort, sleep, spawnRelay, startRelay, trimToCompleteBlocks, waitFor, type RunningRelay } from '../helpers/relay.js';
+import { slowDisk, type SlowDisk } from '../helpers/slow-disk.js';
 import { ENCODER_ARGS, GOP_S, childPids, count, inspect, recordingFiles, tempDir, waitForLog } from './common.js';
+
+async function segmentCount(relay: RunningRelay): Promise<number> {
+  const index = (await (await fetch(`${relay.url}/live/index.json`)).json()) as { partial: { seq: number } };
+  return index.partial.seq;
+}
 
 describe('Recording: crashes, retention and a failing disk', function () {
   this.timeout(120_000);
   const relays: RunningRelay[] = [];
   const roots: string[] = [];
   const mounts: string[] = [];
+  const disks: SlowDisk[] = [];
 
   afterEach(async () => {
+    // A relay that stops finishes its file: not at 8 kB/s.
+    for (const d of disks) d.limit(null);
     await Promise.all(relays.splice(0).map((r) => r.stop()));
+    for (const d of disks.splice(0)) d.remove();
     for (const m of mounts.splice(0)) spawnSync('umount', ['-l', m]);
     for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
   });
@@ -131,6 +141,56 @@ describe('Recording: crashes, retention and a failing disk', function () {
     const files = recordingFiles(path.join(dir, 'live'));
     expect(files.length).to.be.greaterThan(0);
     for (const f of files) expect(inspect(f).decodeErrors, f).to.deep.equal([]);
+  });
+
+  it('a disk too slow for the stream overflows the write queue (--record-queue): logged once, the file ends, the next starts once writing keeps up; viewers see nothing of it', async function () {
+    if (process.getuid?.() !== 0) {
+      console.log('      skipped: a throttled loop device needs root');
+      this.skip();
+    }
+    const disk = slowDisk(root('slow'));
+    disks.push(disk);
+    // About 19 KB of media a cluster at 300 kbit/s with a keyframe every 0.5 s; 128 KiB waiting is some 3 s.
+    const relay = await startRelay(['--record', disk.dir, '--record-queue', '128K', '--video-bitrate', '300', ...ENCODER_ARGS]);
+    relays.push(relay);
+    await waitForLog(relay, /recording into/);
+    const viewer = capture(`${relay.url}/live.webm`, 24_000);
+    const segmentsBefore = await segmentCount(relay);
+    await sleep(3000);
+    // The disk now takes 8 KB/s from the relay: less than a quarter of the stream.
+    disk.add(relay.process.pid!);
+    disk.limit(8_000);
+    const slowSince = Date.now();
+    const stopped = await waitForLog(relay, /recording stopped: the disk is too slow: (\d+) bytes waiting to be written \(limit 131072\)\. Viewers are not affected/, 20_000);
+    console.log(`      after ${((Date.now() - slowSince) / 1000).toFixed(1)} s of a slow disk: ${stopped[0].slice(0, 150)}`);
+    // Still slow for a while: new files are tried at keyframes and overflow again, logged once.
+    await sleep(5000);
+    expect(count(relay.log(), /recording stopped/)).to.equal(1);
+    disk.limit(null);
+    const resumed = await waitForLog(relay, /recording resumed into (\S+) after a gap of ([\d.]+) s/, 20_000);
+    console.log(`      ${resumed[0]}`);
+    await sleep(3000);
+    const seen = await viewer;
+    const segmentsAfter = await segmentCount(relay);
+    await relay.stop();
+    relays.length = 0;
+    expect(seen.status).to.equal(200);
+    const watched = trimToCompleteBlocks(seen.body);
+    // 24 s at 300 kbit/s and more (audio): the viewer got all of it.
+    expect(watched.length).to.be.greaterThan(800_000);
+    expect(ffmpegErrors(watched), "the viewer's capture decodes").to.deep.equal([]);
+    expect(relay.log()).to.not.match(/viewer .*(disconnect|skip)/i);
+    // The segments went on too: a keyframe every 0.5 s throughout.
+    expect(segmentsAfter - segmentsBefore).to.be.greaterThan(30);
+    const files = recordingFiles(path.join(disk.dir, 'live'));
+    const facts = files.map(inspect);
+    console.log(`      files: ${facts.map((f) => `${path.basename(f.file)} ${f.duration?.toFixed(1)} s`).join(', ')}; viewer ${watched.length} bytes`);
+    expect(files.length).to.be.at.least(2);
+    for (const f of facts) {
+      expect(f.decodeErrors, f.file).to.deep.equal([]);
+      expect(f.finished, f.file).to.equal(true);
+    }
+    expect(path.join(disk.dir, 'live', path.basename(files[files.length - 1]))).to.equal(resumed[1]);
   });
 
   it('an unwritable directory is logged once and viewers keep decoding', async () => {
