@@ -49,6 +49,9 @@ export class Rewind {
     /** @type {string | null} */
     this.error = null;
     this.timer = 0;
+    this.refreshTimer = 0;
+    /** Set by stop(): access was refused, or the player gave up; nothing more is asked of the relay. */
+    this.stopped = false;
   }
 
   /** Seconds behind live: of the picture being rewound to, or the live player's lag. */
@@ -65,7 +68,7 @@ export class Rewind {
 
   /** Shows the timeline if the stream has one. */
   async init() {
-    if (!(await this.refresh())) return;
+    if (!(await this.refresh()) || this.stopped) return;
     const { timeline, liveButton, bar } = this.o;
     bar.hidden = false;
     timeline.addEventListener('input', () => {
@@ -80,7 +83,7 @@ export class Rewind {
     });
     liveButton.addEventListener('click', () => this.goLive());
     this.timer = window.setInterval(() => this.tick(), TICK_MS);
-    window.setInterval(() => {
+    this.refreshTimer = window.setInterval(() => {
       if (!this.rewinding) void this.refresh();
     }, REFRESH_MS);
     this.tick();
@@ -93,9 +96,21 @@ export class Rewind {
       this.windowS = index.window;
       this.earliestMs = index.segments[0]?.start ?? Infinity;
       return index.window > 0;
-    } catch {
+    } catch (error) {
+      // A refused link (expired, revoked) stays refused: asking every 10 s only fills the relay's log.
+      if (error instanceof Error && /HTTP 40[13]$/.test(error.message)) this.stop();
       return false;
     }
+  }
+
+  /** The timeline goes away and asks the relay nothing more (the player was refused, or gave up). */
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    window.clearInterval(this.timer);
+    window.clearInterval(this.refreshTimer);
+    if (this.rewinding) this.goLive();
+    this.o.bar.hidden = true;
   }
 
   /** Seconds the timeline can reach back now. */

@@ -47,6 +47,8 @@ const STATUS_TEXT = {
 const segmentsUrl = new URL(`${streamName}/`, document.baseURI);
 segmentsUrl.search = credentials.toString();
 
+/** @type {Rewind | null} The timeline, set up below once the player exists; the player's state callback stops it when access is refused. */
+let rewind = null;
 const player = new Player(video, {
   url: wsUrl.href,
   segmentsUrl: segmentsUrl.href,
@@ -59,12 +61,13 @@ const player = new Player(video, {
     notice.textContent = p.message;
     notice.hidden = p.message === '';
     notice.classList.toggle('fatal', p.state === 'unsupported' || p.state === 'denied');
+    if (p.state === 'denied' || p.state === 'unsupported') rewind?.stop();
   },
 });
 const overlay = new StatsOverlay($('overlay'), player);
 
 // A timeline to rewind within the stream's dvr-window (js/dvr.js); hidden for a stream without one.
-const rewind = new Rewind({
+rewind = new Rewind({
   live: video,
   bar: $('dvr'),
   timeline: /** @type {HTMLInputElement} */ ($('dvr-timeline')),
