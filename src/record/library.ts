@@ -127,22 +127,29 @@ export async function keyframesOf(info: FileInfo): Promise<Keyframes | null> {
   let cached = cuesCache.get(info.path);
   if (!cached || cached.size !== info.size || cached.mtimeMs !== info.mtimeMs) {
     const handle = await fsp.open(info.path, 'r');
+    let keyframes: CueEntry[] | null;
     try {
-      const header = Buffer.alloc(12);
-      await handle.read(header, 0, 12, layout.cuesOffset);
-      if (readId(header, 0, 4) !== ID.Cues) return null;
-      const sizeLength = vintLength(header[4]);
-      const size = readSize(header, 4, sizeLength);
-      const body = Buffer.alloc(Math.min(size, 16 << 20));
-      await handle.read(body, 0, body.length, layout.cuesOffset + 4 + sizeLength);
-      cached = { size: info.size, mtimeMs: info.mtimeMs, keyframes: parseCues(body, layout.segmentDataStart) };
+      keyframes = await readCues(handle, layout.cuesOffset, layout.segmentDataStart);
     } finally {
       await handle.close();
     }
+    if (!keyframes) return null;
+    cached = { size: info.size, mtimeMs: info.mtimeMs, keyframes };
     if (cuesCache.size > 10_000) cuesCache.clear();
     cuesCache.set(info.path, cached);
   }
   return { keyframes: cached.keyframes, clustersEnd: layout.cuesOffset, endTicks: layout.durationTicks };
+}
+
+/** The keyframes listed by the Cues element at `offset` of a finished file; null when no Cues start there. */
+async function readCues(handle: fsp.FileHandle, offset: number, segmentDataStart: number): Promise<CueEntry[] | null> {
+  const header = Buffer.alloc(12);
+  const { bytesRead } = await handle.read(header, 0, 12, offset);
+  if (bytesRead < 12 || readId(header, 0, 4) !== ID.Cues) return null;
+  const sizeLength = vintLength(header[4]);
+  const body = Buffer.alloc(Math.min(readSize(header, 4, sizeLength), 16 << 20));
+  await handle.read(body, 0, body.length, offset + 4 + sizeLength);
+  return parseCues(body, segmentDataStart);
 }
 
 interface ClusterRef {
@@ -169,13 +176,7 @@ async function clustersOf(info: FileInfo, offsetMs: number): Promise<ClusterRef[
       const cluster = readClusterHeader(header.subarray(0, bytesRead), pos);
       if (!cluster) {
         // After the clusters of a finished file: its Cues.
-        if (!keyframes && bytesRead >= 12 && readId(header, 0, 4) === ID.Cues) {
-          const sizeLength = vintLength(header[4]);
-          const size = readSize(header, 4, sizeLength);
-          const cues = Buffer.alloc(Math.min(size, 16 << 20));
-          await handle.read(cues, 0, cues.length, pos + 4 + sizeLength);
-          keyframes = parseCues(cues, info.layout.segmentDataStart);
-        }
+        keyframes ??= await readCues(handle, pos, info.layout.segmentDataStart);
         break;
       }
       if (cluster.end > info.size) break;
