@@ -91,28 +91,40 @@ export class Snapshots {
       const out: Buffer[] = [];
       let size = 0;
       let stderr = '';
+      let settled = false;
+      const settle = (jpeg: Buffer | null, problem?: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (problem) log.warn(`${name}: ${problem}`);
+        resolve(jpeg);
+      };
       const timer = setTimeout(() => {
-        log.warn(`${name}: snapshot decoder took more than ${DECODE_TIMEOUT_MS} ms; killed`);
         child.kill('SIGKILL');
+        settle(null, `snapshot decoder took more than ${DECODE_TIMEOUT_MS} ms; killed`);
       }, DECODE_TIMEOUT_MS);
       child.stdout.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > MAX_JPEG_BYTES) child.kill('SIGKILL');
-        else out.push(chunk);
+        if (size > MAX_JPEG_BYTES) return void child.kill('SIGKILL');
+        out.push(chunk);
+        // The picture is complete at its end-of-image marker. Waiting for the exit
+        // instead would wait for good on the ~1 % of runs where gst-launch-1.0 hangs
+        // in its shutdown after writing the whole picture (seen with GStreamer 1.22
+        // on a busy machine).
+        if (chunk.length >= 2 && chunk[chunk.length - 2] === 0xff && chunk[chunk.length - 1] === 0xd9) {
+          const jpeg = Buffer.concat(out);
+          if (jpeg[0] === 0xff && jpeg[1] === 0xd8) {
+            settle(jpeg);
+            child.kill('SIGKILL');
+          }
+        }
       });
       child.stderr.setEncoding('utf8');
       child.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
-      child.on('error', (error) => {
-        clearTimeout(timer);
-        log.warn(`${name}: cannot run ${this.gstLaunch} for a snapshot: ${error.message}`);
-        resolve(null);
-      });
+      child.on('error', (error) => settle(null, `cannot run ${this.gstLaunch} for a snapshot: ${error.message}`));
       child.on('close', (code) => {
-        clearTimeout(timer);
-        const jpeg = Buffer.concat(out);
-        const ok = code === 0 && jpeg.length > 4 && jpeg[0] === 0xff && jpeg[1] === 0xd8;
-        if (!ok) log.warn(`${name}: snapshot decode failed (exit ${code})${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`);
-        resolve(ok ? jpeg : null);
+        const detail = stderr ? `: ${stderr.trim().split('\n').pop()}` : '';
+        settle(null, `snapshot decode failed (exit ${code}, ${size} bytes out)${detail}`);
       });
       child.stdin.on('error', () => {}); // a decoder that quits early closes its stdin
       child.stdin.end(webm);

@@ -1,5 +1,4 @@
 /** What the engine tests share: waiting on a page, the quality report, a CPU hog. */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
 import type { EnginePage } from '../helpers/engines.js';
 import type { PlayerSnapshot } from '../helpers/browser.js';
@@ -49,15 +48,3 @@ export function report(engine: string, version: string, what: string, q: Playbac
   if (file) appendFileSync(file, `${JSON.stringify({ engine, version, what, ...q, ...extra })}\n`);
 }
 
-/** Busy loops, one per core by default, at normal priority: a loaded machine. */
-export function cpuHog(processes = 2): { stop(): void } {
-  const children: ChildProcess[] = [];
-  for (let i = 0; i < processes; i++) {
-    children.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
-  }
-  return {
-    stop() {
-      for (const child of children) child.kill('SIGKILL');
-    },
-  };
-}

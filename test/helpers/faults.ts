@@ -421,3 +421,16 @@ export async function startTcpRelay(args: string[] = [], env: NodeJS.ProcessEnv 
   }
   return { relay, ingestPort };
 }
+
+/** Busy loops, one per core by default, at normal priority: a loaded machine. */
+export function cpuHog(processes = 2): { stop(): void } {
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < processes; i++) {
+    children.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+  }
+  return {
+    stop() {
+      for (const child of children) child.kill('SIGKILL');
+    },
+  };
+}

@@ -7,7 +7,8 @@ import { ENGINES, launchEngine, type Engine, type EnginePage } from '../helpers/
 import { installQuality, readQuality, type PlaybackQuality } from '../helpers/quality.js';
 import { killTracked, startTcpRelay, track } from '../helpers/faults.js';
 import { sleep, startRelay, waitLive, type RunningRelay } from '../helpers/relay.js';
-import { cpuHog, report, snapshot } from '../engines/common.js';
+import { cpuHog } from '../helpers/faults.js';
+import { report, snapshot } from '../engines/common.js';
 
 /**
  * The stream carries no holes, whatever the producer: a starved encoder that drops frames,

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { killTracked, type Producer } from '../helpers/faults.js';
+import { cpuHog, killTracked, type Producer } from '../helpers/faults.js';
 import { ffprobeStreams } from '../helpers/media.js';
 import { freePort, waitFor } from '../helpers/relay.js';
 import { ffmpegTcpProducer, startConfigRelay, streamStats, tempDir, waitListening, waitStreamsLive, type ConfigRelay } from '../helpers/streams.js';
@@ -66,6 +66,9 @@ describe('streams: snapshot.jpg', function () {
         '  moving:',
         // The bars move 3 px a frame and repeat every 107 frames: keyframes 10 frames apart all differ.
         '    encoder: { video-source: videotestsrc is-live=true pattern=smpte horizontal-speed=3, audio-source: none, width: 320, height: 240, framerate: 15, video-bitrate: 300, keyframe-interval: 0.7 }',
+        // A keyframe every other frame: a new picture to decode at almost every request.
+        '  rapid:',
+        '    encoder: { video-source: videotestsrc is-live=true pattern=ball, audio-source: none, width: 160, height: 120, framerate: 10, video-bitrate: 200, keyframe-interval: 0.2 }',
         '  later:',
         `    listen: tcp://127.0.0.1:${laterPort}`,
         '  empty:',
@@ -119,6 +122,31 @@ describe('streams: snapshot.jpg', function () {
     // The bars have moved by tens of pixels: thousands of pixels change, not a few of noise.
     expect(changed, 'pixels that changed').to.be.at.least(2000);
     console.log(`      two keyframes apart: ${changed} of ${320 * 240} pixels changed; JPEGs of ${first.body.length} and ${second.body.length} bytes`);
+  });
+
+  it('answers every request with a picture, one decoder run per keyframe, 120 keyframes in a row on a busy machine', async function () {
+    await waitStreamsLive(relay!, ['rapid'], 20_000);
+    // Busy loops on every core: gst-launch-1.0 then sometimes hangs after writing the picture.
+    const hog = cpuHog(3);
+    const failures: string[] = [];
+    const pictures = new Set<string>();
+    const times: number[] = [];
+    try {
+      for (let i = 0; i < 120; i++) {
+        const started = performance.now();
+        const shot = await snapshot(relay!, 'rapid');
+        times.push(performance.now() - started);
+        if (shot.status !== 200) failures.push(`${i}: ${shot.status} ${shot.body.toString()}`);
+        else pictures.add(shot.body.toString('base64'));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    } finally {
+      hog.stop();
+    }
+    times.sort((a, b) => a - b);
+    console.log(`      ${pictures.size} different pictures in 120 requests; time to answer median ${times[60].toFixed(0)} ms, slowest ${times[119].toFixed(0)} ms`);
+    expect(failures).to.deep.equal([]);
+    expect(pictures.size, 'different pictures').to.be.at.least(60);
   });
 
   it('a stream that goes live later gets its pictures then, at its own size (VP9 from ffmpeg)', async function () {
