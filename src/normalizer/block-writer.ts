@@ -21,13 +21,15 @@ export function rewriteBlock(block: WebmBlock, relative: number, setKeyframe = f
 }
 
 /**
- * A video frame as a BlockGroup with a BlockDuration that reaches the next frame, so a
- * browser's MSE never sees a gap between frames (a gap of more than two frame durations
- * is a discontinuity: everything up to the next keyframe is dropped, a hole in
- * `buffered`). A frame that is not a keyframe gets a ReferenceBlock pointing at the
- * previous frame (`referenceTicks` back), which is how a BlockGroup says "not a keyframe".
+ * A frame as a BlockGroup with a BlockDuration, so a browser's MSE never has to guess how
+ * long it lasts. A video frame's duration reaches the next frame: a gap of more than two
+ * frame durations is a discontinuity, and everything up to the next keyframe is dropped (a
+ * hole in `buffered`). An audio frame's is its own length, read from the codec's packet.
+ * A frame that is not a keyframe gets a ReferenceBlock pointing at the previous frame
+ * (`referenceTicks` back), which is how a BlockGroup says "not a keyframe"; with
+ * `referenceTicks` null it is one.
  */
-export function videoBlockGroup(block: WebmBlock, relative: number, durationTicks: number, referenceTicks: number | null): Buffer[] {
+export function blockGroup(block: WebmBlock, relative: number, durationTicks: number, referenceTicks: number | null): Buffer[] {
   let blockBodyStart: number;
   let blockBodyEnd: number;
   let parts = block.parts;
@@ -80,6 +82,15 @@ export function videoBlockGroup(block: WebmBlock, relative: number, durationTick
     tail.writeIntBE(reference, at + 2, referenceLength);
   }
   return [head, ...frame, tail];
+}
+
+/**
+ * Byte `index` of the frame a SimpleBlock without lacing carries, or undefined past its
+ * end (the block's data is still the producer's slices).
+ */
+export function frameByte(block: WebmBlock, index: number): number | undefined {
+  const at = block.timecodeOffset + 3 + index;
+  return at < block.size ? byteAt(block.parts, at) : undefined;
 }
 
 /** Total bytes of a list of slices. */

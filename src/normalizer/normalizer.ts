@@ -1,6 +1,7 @@
 import type { WebmBlock, WebmHeader } from '../webm/splitter.js';
 import { buildInitSegment, sameTracks, type InitSegment } from './init-segment.js';
-import { rewriteBlock, videoBlockGroup } from './block-writer.js';
+import { blockGroup, frameByte, rewriteBlock } from './block-writer.js';
+import { opusPacketSamples } from './opus.js';
 
 /** What the normalizer emits: one canonical live stream. */
 export interface NormalizedStream {
@@ -75,6 +76,11 @@ export class Normalizer {
   private videoTracks = new Set<number>();
   /** Opus and Vorbis tracks: every frame is a keyframe, whatever the producer's flags say. */
   private keyframeAudioTracks = new Set<number>();
+  /**
+   * Opus tracks whose init segment gives no DefaultDuration: each frame goes out with its
+   * own duration (see `audioBlock`).
+   */
+  private opusDurationTracks = new Set<number>();
   private holdTimer: NodeJS.Timeout | null = null;
   /** The video frame the hold timer is for. */
   private heldFrame: PendingBlock | null = null;
@@ -115,6 +121,9 @@ export class Normalizer {
       this.videoTracks = new Set(next.info.tracks.filter((t) => t.kind === 'video').map((t) => t.number));
       this.keyframeAudioTracks = new Set(
         next.info.tracks.filter((t) => t.kind === 'audio' && (t.codecId === 'A_OPUS' || t.codecId === 'A_VORBIS')).map((t) => t.number),
+      );
+      this.opusDurationTracks = new Set(
+        next.info.tracks.filter((t) => t.kind === 'audio' && t.codecId === 'A_OPUS' && !t.defaultDuration).map((t) => t.number),
       );
       this.ticksPerMs = 1_000_000 / next.info.timecodeScale;
       this.out.init(next);
@@ -281,9 +290,31 @@ export class Normalizer {
     const audioKeyframe = this.keyframeAudioTracks.has(block.track);
     const parts =
       isVideo && duration !== undefined
-        ? videoBlockGroup(block, relative, duration, block.keyframe ? null : Math.max(1, time - previousVideoTime))
-        : rewriteBlock(block, relative, audioKeyframe);
+        ? blockGroup(block, relative, duration, block.keyframe ? null : Math.max(1, time - previousVideoTime))
+        : this.opusDurationTracks.has(block.track)
+          ? this.opusBlock(block, relative)
+          : rewriteBlock(block, relative, audioKeyframe);
     this.out.block(parts, block.track, time, block.keyframe || audioKeyframe);
+  }
+
+  /**
+   * An Opus frame as a BlockGroup whose BlockDuration is the packet's own length. A browser
+   * that has no next frame yet must otherwise guess how long the last one lasts, and
+   * Firefox guesses wrong: when a cluster starts before the end of the audio frame before
+   * it (an audio frame spans every keyframe that does not fall on an audio frame boundary),
+   * its MSE makes a new demuxer, and that demuxer's first audio frame, when no later one has
+   * arrived, is given the end of the last video frame as its end: a duration of zero. The
+   * next audio frame is then more than twice that after it, a discontinuity, and every
+   * track drops what follows up to its next keyframe (a hole of a whole GOP in `buffered`).
+   * With a BlockDuration, or a DefaultDuration in the init segment (GStreamer writes one),
+   * Firefox takes the frame's length from there. A packet that is not valid Opus, or a
+   * laced or grouped block, goes out as it came.
+   */
+  private opusBlock(block: WebmBlock, relative: number): Buffer[] {
+    const toc = block.kind === 'simple' && block.lacing === 'none' ? frameByte(block, 0) : undefined;
+    const samples = toc === undefined ? null : opusPacketSamples(toc, frameByte(block, 1));
+    if (samples === null) return rewriteBlock(block, relative, true);
+    return blockGroup(block, relative, (samples / 48) * this.ticksPerMs, null);
   }
 
   private startCluster(time: number, keyframe: boolean): void {

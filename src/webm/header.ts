@@ -15,6 +15,8 @@ export interface TrackInfo {
   height?: number;
   sampleRate?: number;
   channels?: number;
+  /** DefaultDuration: how long each frame lasts, in nanoseconds, when the producer says. */
+  defaultDuration?: number;
 }
 
 /** What the header (everything before the first Cluster) says about the stream. */
@@ -107,6 +109,9 @@ function parseTrackEntry(buf: Buffer, start: number, end: number): TrackInfo {
         break;
       case ID.CodecPrivate:
         track.codecPrivate = Buffer.from(buf.subarray(s, e));
+        break;
+      case ID.DefaultDuration:
+        track.defaultDuration = readUint(buf, s, e);
         break;
       case ID.Video:
         forEachChild(buf, s, e, (vid, vs, ve) => {
