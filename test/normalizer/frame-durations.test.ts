@@ -165,6 +165,43 @@ describe('normalizer: frame durations and keyframe flags', function () {
     expect(header.info.tracks[0]).to.include({ width: 640, height: 480, codecId: 'V_VP8' });
   });
 
+  it("Opus frames of a track without DefaultDuration (ffmpeg, a browser's MediaRecorder) leave with their own length as BlockDuration; with one (GStreamer) as they came", () => {
+    // ffmpeg writes no DefaultDuration for Opus; 60 ms frames, as Chromium's MediaRecorder writes.
+    const file = path.join(mediaDir(), 'opus60.webm');
+    const args = ffmpegArgs({ videoCodec: 'vp8', seconds: 3, keyframeInterval: 40 }, file);
+    args.splice(args.indexOf('-f', args.indexOf('-c:a')), 0, '-frame_duration', '60');
+    const run = spawnSync('ffmpeg', args, { encoding: 'utf8' });
+    expect(run.status, run.stderr).to.equal(0);
+    const producer = readFileSync(file);
+    const input = parseWebm(producer);
+    const audioTrack = input.headers[0].info.tracks.find((t) => t.kind === 'audio')!;
+    expect(audioTrack.defaultDuration, 'ffmpeg writes no DefaultDuration for audio').to.equal(undefined);
+    const { output } = normalize(producer);
+    const audio = parseWebm(output).blocks.filter((b) => b.track === audioTrack.number);
+    console.log(`      ${audio.length} Opus frames out, durations ${[...new Set(audio.map((b) => b.duration))].join(', ')} ms, kinds ${[...new Set(audio.map((b) => b.kind))].join(', ')}`);
+    expect(audio.length).to.be.greaterThan(40);
+    // ffmpeg writes its last packet as a BlockGroup with DiscardPadding: that one goes on as it came.
+    const last = audio.pop()!;
+    expect(input.blocks.filter((b) => b.track === audioTrack.number && b.kind === 'group')).to.have.length(1);
+    expect(last.kind).to.equal('group');
+    expect(audio.every((b) => b.kind === 'group' && b.duration === 60 && b.keyframe)).to.equal(true);
+    // Each frame ends where the next begins.
+    expect([...audio, last].slice(1).filter((b, i) => b.timecode - audio[i].timecode !== audio[i].duration)).to.deep.equal([]);
+    expect(ffmpegErrors(output)).to.deep.equal([]);
+    expect(mpvWarnings(output)).to.deep.equal([]);
+
+    const gst = gstWebm({ audioCodec: 'opus', seconds: 2 }).bytes;
+    const gstInput = parseWebm(gst);
+    const gstAudioTrack = gstInput.headers[0].info.tracks.find((t) => t.kind === 'audio')!;
+    expect(gstAudioTrack.defaultDuration, 'GStreamer writes a DefaultDuration for Opus').to.equal(20_000_000);
+    const gstAudio = parseWebm(normalize(gst).output).blocks.filter((b) => b.track === gstAudioTrack.number);
+    expect(gstAudio.length).to.be.greaterThan(20);
+    expect(gstAudio.every((b) => b.keyframe)).to.equal(true);
+    // Only the blocks GStreamer itself wrote as BlockGroups (its last, with DiscardPadding) are groups.
+    const kinds = (blocks: WebmBlock[]) => blocks.filter((b) => b.track === gstAudioTrack.number).map((b) => b.kind);
+    expect(kinds(gstAudio)).to.deep.equal(kinds(gstInput.blocks).slice(-gstAudio.length));
+  });
+
   for (const audioCodec of ['opus', 'vorbis'] as const) {
     it(`every ${audioCodec} block leaves with the keyframe flag; mpv finds no incorrect keyframe flag`, () => {
       const media = gstWebm({ audioCodec, seconds: 2 });
