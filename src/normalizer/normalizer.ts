@@ -78,7 +78,7 @@ export class Normalizer {
   private keyframeAudioTracks = new Set<number>();
   /**
    * Opus tracks whose init segment gives no DefaultDuration: each frame goes out with its
-   * own duration (see `audioBlock`).
+   * own duration (see `opusBlock`).
    */
   private opusDurationTracks = new Set<number>();
   private holdTimer: NodeJS.Timeout | null = null;
