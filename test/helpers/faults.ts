@@ -426,7 +426,9 @@ export async function startTcpRelay(args: string[] = [], env: NodeJS.ProcessEnv 
 export function cpuHog(processes = 2): { stop(): void } {
   const children: ChildProcess[] = [];
   for (let i = 0; i < processes; i++) {
-    children.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+    // Each loop quits once its parent is gone (a test run killed from outside), checking every 1e8 turns.
+    const loop = `const parent = ${process.pid}; for (let i = 1; ; i++) if (i % 1e8 === 0 && process.ppid !== parent) process.exit();`;
+    children.push(spawn(process.execPath, ['-e', loop], { stdio: 'ignore' }));
   }
   return {
     stop() {
