@@ -210,8 +210,9 @@ describe('publish: a publish: browser stream, from the screen in VP9 and from th
       );
       console.log(`      ${rows[rows.length - 1]}`);
       expect(intervalsMs.length, 'keyframes in 7 s').to.be.greaterThan(3);
-      // Chromium honours videoKeyFrameIntervalDuration: 1 s, give or take a frame.
-      expect(longest, 'the keyframe interval').to.be.below(1300);
+      // Chromium honours videoKeyFrameIntervalDuration: 1 s, give or take a frame or two
+      // when the machine is busy (1301 ms seen under load); without it, about 5 s.
+      expect(longest, 'the keyframe interval').to.be.below(1500);
       // A plain client: at most one interval, plus one recorder chunk (200 ms) on its way.
       expect(firstClusterMs, 'plain client: request to first cluster').to.be.below(longest + 250);
       // The player: at most one interval, plus decoding and starting its first frame (up to 0.8 s on a loaded machine).
