@@ -5,9 +5,8 @@ import { chromium, type Browser } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_ARGS } from '../helpers/browser.js';
 import { ENGINES, launchEngine, type Engine, type EnginePage } from '../helpers/engines.js';
 import { installQuality, readQuality, type PlaybackQuality } from '../helpers/quality.js';
-import { killTracked, startTcpRelay, track } from '../helpers/faults.js';
+import { cpuHog, killTracked, startTcpRelay, track } from '../helpers/faults.js';
 import { sleep, startRelay, waitLive, type RunningRelay } from '../helpers/relay.js';
-import { cpuHog } from '../helpers/faults.js';
 import { report, snapshot } from '../engines/common.js';
 
 /**
