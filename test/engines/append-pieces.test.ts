@@ -3,27 +3,17 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { WebmSplitter } from '../../src/webm/splitter.js';
 import { Normalizer } from '../../src/normalizer/normalizer.js';
 import { ENGINES, launchEngine, type Engine } from '../helpers/engines.js';
 import { ffmpegArgs, mediaDir } from '../helpers/media.js';
 import { parseWebm } from '../helpers/ebml-builder.js';
+import { feedNormalizer } from '../helpers/normalize.js';
 
 /** Producer bytes through splitter and normalizer: what `/live.webm` carries for that producer. */
 function normalize(bytes: Buffer): Buffer {
   const out: Buffer[] = [];
   const normalizer = new Normalizer({ init: (i) => out.push(i.bytes), cluster: (b) => out.push(b), block: (parts) => out.push(...parts) });
-  const splitter = new WebmSplitter({
-    header: (h) => normalizer.header(h),
-    cluster: () => {},
-    block: (b) => normalizer.block(b),
-    end: () => normalizer.flush(),
-    error: (e) => {
-      throw e;
-    },
-  });
-  for (let i = 0; i < bytes.length; i += 1400) splitter.feed(bytes.subarray(i, i + 1400));
-  splitter.end();
+  feedNormalizer(normalizer, bytes);
   return Buffer.concat(out);
 }
 

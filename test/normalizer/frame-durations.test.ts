@@ -2,9 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { WebmSplitter, type WebmBlock } from '../../src/webm/splitter.js';
+import type { WebmBlock } from '../../src/webm/splitter.js';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import { ffmpegArgs, gstWebm, mediaDir } from '../helpers/media.js';
+import { feedNormalizer } from '../helpers/normalize.js';
 import { recordEncoder } from '../helpers/record.js';
 import { IDS, cluster, ebmlHeader, el, info, parseWebm, simpleBlock, stringEl, uintEl, unknownEl } from '../helpers/ebml-builder.js';
 import { ffmpegErrors } from '../helpers/relay.js';
@@ -24,20 +25,7 @@ function normalize(bytes: Buffer, options = {}) {
     },
   };
   const normalizer = new Normalizer(sink, options);
-  const splitter = new WebmSplitter({
-    header: (h) => normalizer.header(h),
-    cluster: () => {},
-    block: (b) => {
-      fed = Math.max(fed, b.timecode);
-      normalizer.block(b);
-    },
-    end: () => normalizer.flush(),
-    error: (e) => {
-      throw e;
-    },
-  });
-  for (let i = 0; i < bytes.length; i += 1400) splitter.feed(bytes.subarray(i, i + 1400));
-  splitter.end();
+  feedNormalizer(normalizer, bytes, (b) => (fed = Math.max(fed, b.timecode)));
   return { output: Buffer.concat(out), normalizer, heldFor };
 }
 

@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { expect } from 'chai';
-import { WebmSplitter, type WebmBlock } from '../../src/webm/splitter.js';
+import type { WebmBlock } from '../../src/webm/splitter.js';
 import { Normalizer, type NormalizedStream } from '../../src/normalizer/normalizer.js';
 import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import { ffmpegErrors } from '../helpers/relay.js';
+import { feedNormalizer } from '../helpers/normalize.js';
 import { recordEncoder } from '../helpers/record.js';
 import { IDS, parseWebm, walkElements, type ParsedWebm } from '../helpers/ebml-builder.js';
 
@@ -20,20 +21,7 @@ function normalize(...producers: Buffer[]): { output: Buffer; inits: InitSegment
     block: (parts) => out.push(...parts),
   };
   const normalizer = new Normalizer(sink);
-  for (const bytes of producers) {
-    const splitter = new WebmSplitter({
-      header: (h) => normalizer.header(h),
-      cluster: () => {},
-      block: (b) => normalizer.block(b),
-      end: () => normalizer.flush(),
-      error: (e) => {
-        throw e;
-      },
-    });
-    // Chunks the size of socket reads, as the relay gets them.
-    for (let i = 0; i < bytes.length; i += 1400) splitter.feed(bytes.subarray(i, i + 1400));
-    splitter.end();
-  }
+  for (const bytes of producers) feedNormalizer(normalizer, bytes);
   return { output: Buffer.concat(out), inits, normalizer };
 }
 
