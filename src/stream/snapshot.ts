@@ -50,6 +50,13 @@ class KeyframeKeeper implements StreamSink {
   }
 }
 
+/** The decoder's output as one JPEG when it is a whole one (start and end-of-image markers), else null. */
+function wholeJpeg(chunks: Buffer[]): Buffer | null {
+  const jpeg = Buffer.concat(chunks);
+  const whole = jpeg.length > 4 && jpeg[0] === 0xff && jpeg[1] === 0xd8 && jpeg[jpeg.length - 2] === 0xff && jpeg[jpeg.length - 1] === 0xd9;
+  return whole ? jpeg : null;
+}
+
 /**
  * `/<name>/snapshot.jpg`: the latest keyframe of each stream as a JPEG, decoded on
  * demand by a short-lived gst-launch-1.0 with a timeout, at most once per keyframe
@@ -111,20 +118,19 @@ export class Snapshots {
         // instead would wait for good on the ~1 % of runs where gst-launch-1.0 hangs
         // in its shutdown after writing the whole picture (seen with GStreamer 1.22
         // on a busy machine).
-        if (chunk.length >= 2 && chunk[chunk.length - 2] === 0xff && chunk[chunk.length - 1] === 0xd9) {
-          const jpeg = Buffer.concat(out);
-          if (jpeg[0] === 0xff && jpeg[1] === 0xd8) {
-            settle(jpeg);
-            child.kill('SIGKILL');
-          }
-        }
+        if (chunk[chunk.length - 1] !== 0xd9) return;
+        const jpeg = wholeJpeg(out);
+        if (!jpeg) return;
+        settle(jpeg);
+        child.kill('SIGKILL');
       });
       child.stderr.setEncoding('utf8');
       child.stderr.on('data', (text: string) => (stderr = (stderr + text).slice(-2000)));
       child.on('error', (error) => settle(null, `cannot run ${this.gstLaunch} for a snapshot: ${error.message}`));
       child.on('close', (code) => {
+        const jpeg = code === 0 ? wholeJpeg(out) : null;
         const detail = stderr ? `: ${stderr.trim().split('\n').pop()}` : '';
-        settle(null, `snapshot decode failed (exit ${code}, ${size} bytes out)${detail}`);
+        settle(jpeg, jpeg ? undefined : `snapshot decode failed (exit ${code}, ${size} bytes out)${detail}`);
       });
       child.stdin.on('error', () => {}); // a decoder that quits early closes its stdin
       child.stdin.end(webm);
