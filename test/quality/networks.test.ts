@@ -11,6 +11,9 @@ import type { PlayerSnapshot } from '../helpers/browser.js';
 const PROXY = path.join(path.dirname(fileURLToPath(import.meta.url)), '../engines/delay-proxy.js');
 const SECONDS = 45;
 
+/** Runs a network command (ip, tc), its output kept from the test's. */
+const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' });
+
 /**
  * Links of the test's own: a network namespace joined to this one by a veth pair. The
  * relay listens on this side's veth address; for each viewer a delaying proxy inside the
@@ -39,7 +42,6 @@ class ShapedLinks {
   /** The namespace, the veth pair and the addresses. */
   up(): void {
     const nsIf = `wrn${this.name.slice(3)}`.slice(0, 15);
-    const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' });
     const inNs = (...args: string[]) => run('ip', 'netns', 'exec', this.name, ...args);
     run('ip', 'netns', 'add', this.name);
     run('ip', 'link', 'add', this.hostIf, 'type', 'veth', 'peer', 'name', nsIf);
@@ -61,7 +63,6 @@ class ShapedLinks {
    * not the downlink's queue).
    */
   shape(rateMbit: number, relayPort: number): void {
-    const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' });
     run('tc', 'qdisc', 'add', 'dev', this.hostIf, 'root', 'handle', '1:', 'htb', 'default', '99');
     this.viewerAddresses.forEach((address, i) => {
       const classId = `1:${10 + i}`;
@@ -92,12 +93,12 @@ class ShapedLinks {
   down(): void {
     for (const proxy of this.proxies) proxy.kill('SIGKILL');
     try {
-      execFileSync('ip', ['netns', 'del', this.name], { stdio: 'pipe' });
+      run('ip', 'netns', 'del', this.name);
     } catch {
       // Not created.
     }
     try {
-      execFileSync('ip', ['link', 'del', this.hostIf], { stdio: 'pipe' });
+      run('ip', 'link', 'del', this.hostIf);
     } catch {
       // Went with the namespace.
     }
@@ -106,7 +107,7 @@ class ShapedLinks {
 
 function canShape(): boolean {
   try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'pipe' });
+    run('ip', 'netns', 'list');
     return process.getuid?.() === 0;
   } catch {
     return false;
