@@ -1,11 +1,17 @@
 // Latency controller: holds the playhead near the live edge (after hls.js's latency-controller).
 // lag = end of what is buffered - currentTime. A little above the target, play slightly
-// faster (never more than maxRate, so nobody hears it); where playbackRate does nothing or
+// faster (never more than maxRate, so nobody hears it); well below it, slightly slower
+// (never less than minRate), so that a target that rose builds its buffer without a stall
+// (dash.js's live catch-up does both); where playbackRate does nothing or
 // has side effects (WebKit's MSE: it ignores the rate, and setting it unmutes the video,
 // after which the autoplay policy pauses it), catch up with small seeks instead. Far
 // behind (a background tab, a stall), jump; in a hole of `buffered`, skip to the next range.
 // The target itself adapts: it rises after each stall (hls.js's liveSyncOnStallIncrease)
-// up to a ceiling, and comes back down slowly once playback has been smooth.
+// up to a ceiling, and comes back down slowly once playback has been smooth. Below it
+// lies a floor that needs no stall to learn: the longest recent wait for new media plus
+// two of the longest recent frame intervals (Firefox stops to buffer while a frame is
+// still shown when it has no second one decoded behind it: at a few frames a second,
+// as a screen capture or a MediaRecorder sends them, that is up to a second of media).
 
 const DEFAULTS = {
   /** Seconds behind the live edge we aim for on a good link. */
@@ -22,6 +28,10 @@ const DEFAULTS = {
   maxLatency: 2,
   /** Highest playbackRate used to catch up. */
   maxRate: 1.1,
+  /** Lowest playbackRate used to fall back to the target. */
+  minRate: 0.9,
+  /** Lag at its peak this far below the target makes playback slow down. */
+  slowTolerance: 0.1,
   /** Lag within this of the target is left alone (no rate hunting). */
   tolerance: 0.05,
   /** Lag above the target at which the rate reaches maxRate. */
@@ -44,10 +54,13 @@ export class LatencyController {
   constructor(video, options = {}) {
     this.video = video;
     this.options = { ...DEFAULTS, ...options };
-    /** The target as stalls have set it: see stalled() and relax(). */
-    this.stallTarget = this.options.targetLatency;
+    /** What stalls added to the target: see stalled() and relax(). */
+    this.stallExtra = 0;
     /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
     this.arrivalGaps = /** @type {[number, number][]} */ ([]);
+    /** [wall time, s] of each media-time interval between two frames presented one after the other, over the last 20 s. */
+    this.frameGaps = /** @type {[number, number][]} */ ([]);
+    this.watchFrames();
     this.lastEnd = -1;
     this.lastAdvanceAt = -1;
     this.jumps = 0;
@@ -88,15 +101,61 @@ export class LatencyController {
   }
 
   /**
-   * Seconds behind live to aim for now: what stalls taught us, and at least the longest
-   * wait for new media of the last 20 s (a variable-frame-rate producer, a jittery link),
-   * so that the next such wait does not run the buffer dry. Never above the ceiling.
+   * Seconds behind live to aim for now: the floor (the longest wait for new media of the
+   * last 20 s, from a variable-frame-rate producer or a jittery link, plus the media the
+   * engine must hold while it waits, see `lead`), or the configured target if higher,
+   * plus what stalls added. Never above the ceiling.
    */
   get target() {
-    let longest = 0;
-    for (const [, ms] of this.arrivalGaps) longest = Math.max(longest, ms);
-    const floor = longest > 0 ? longest / 1000 + 0.15 : 0;
-    return Math.min(this.options.maxTargetLatency, Math.max(this.stallTarget, floor));
+    let longestWait = 0;
+    for (const [, ms] of this.arrivalGaps) longestWait = Math.max(longestWait, ms);
+    const floor = longestWait > 0 ? longestWait / 1000 + this.lead : 0;
+    return Math.min(this.options.maxTargetLatency, Math.max(this.options.targetLatency, floor) + this.stallExtra);
+  }
+
+  /**
+   * Media that must still be buffered when new media arrives: two of the longest recent
+   * frame intervals, and never less than 0.15 s. At 30 frames a second that is the 0.15 s;
+   * with frames up to 0.5 s apart, 1.1 s.
+   */
+  get lead() {
+    let longestFrame = 0;
+    for (const [, s] of this.frameGaps) longestFrame = Math.max(longestFrame, s);
+    return Math.max(0.15, 2 * longestFrame + 0.1);
+  }
+
+  /**
+   * Notes the media-time interval between frames as they are presented (where the engine
+   * tells, through requestVideoFrameCallback). Only consecutive frames count: an interval
+   * that spans dropped frames or a seek says nothing about the stream.
+   */
+  watchFrames() {
+    const video = this.video;
+    if (!('requestVideoFrameCallback' in video)) return;
+    let last = /** @type {{ mediaTime: number, presentedFrames: number } | null} */ (null);
+    const onFrame = (/** @type {number} */ _now, /** @type {any} */ metadata) => {
+      video.requestVideoFrameCallback(onFrame);
+      const consecutive = last && (metadata.presentedFrames === undefined || metadata.presentedFrames === last.presentedFrames + 1);
+      const interval = consecutive && last ? metadata.mediaTime - last.mediaTime : 0;
+      last = { mediaTime: metadata.mediaTime, presentedFrames: metadata.presentedFrames };
+      if (interval <= 0 || interval > 1 || video.seeking) return;
+      const now = performance.now();
+      this.frameGaps.push([now, interval]);
+      while (this.frameGaps.length > 0 && now - this.frameGaps[0][0] > 20_000) this.frameGaps.shift();
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  /**
+   * What the relay measured of the stream's pacing when this viewer joined: counted as if
+   * seen here, so the start is already far enough behind live (they age out like the rest).
+   * @param {import('../../src/protocol.js').StreamPacing | undefined} pacing
+   */
+  told(pacing) {
+    if (!pacing) return;
+    const now = performance.now();
+    if (pacing.longestWaitMs > 0) this.arrivalGaps.push([now, pacing.longestWaitMs]);
+    if (pacing.longestFrameMs > 0) this.frameGaps.push([now, Math.min(1, pacing.longestFrameMs / 1000)]);
   }
 
   /**
@@ -131,7 +190,7 @@ export class LatencyController {
     const now = performance.now();
     if (now - this.startedAt < this.options.startWindowMs || now - this.lastStallAt < 2000) return;
     this.lastStallAt = now;
-    this.stallTarget = Math.min(this.options.maxTargetLatency, this.stallTarget + this.options.stallIncrease);
+    this.stallExtra = Math.min(this.options.maxTargetLatency, this.stallExtra + this.options.stallIncrease);
   }
 
   /** Seconds behind the end of what is buffered (0 when nothing is). */
@@ -219,14 +278,20 @@ export class LatencyController {
       return;
     }
     this.checkRateWorks(wallNow, now);
+    // Lag is at its peak when media arrives and falls until more does: the target is for
+    // the peak (see `target`), so a shortfall is measured from the lag at the last arrival.
+    const sinceArrival = this.lastAdvanceAt >= 0 ? (wallNow - this.lastAdvanceAt) / 1000 : 0;
+    const shortfall = target - (lag + sinceArrival * video.playbackRate);
+    const { minRate, slowTolerance } = this.options;
     if (excess > tolerance) this.setRate(Math.min(maxRate, 1 + ((maxRate - 1) * excess) / rampSeconds));
-    else if (excess <= 0) this.setRate(1);
+    else if (shortfall > slowTolerance) this.setRate(Math.max(minRate, 1 - ((1 - minRate) * shortfall) / rampSeconds));
+    else if (video.playbackRate > 1 ? excess <= 0 : shortfall <= 0) this.setRate(1);
   }
 
-  /** After smooth playback the target comes back down towards the configured one. @param {number} elapsed s @param {number} wallNow */
+  /** After smooth playback what stalls added to the target goes away, slowly. @param {number} elapsed s @param {number} wallNow */
   relax(elapsed, wallNow) {
-    if (this.stallTarget <= this.options.targetLatency || wallNow - this.lastStallAt < this.options.relaxAfterMs) return;
-    this.stallTarget = Math.max(this.options.targetLatency, this.stallTarget - this.options.relaxPerSecond * Math.min(elapsed, 1));
+    if (this.stallExtra <= 0 || wallNow - this.lastStallAt < this.options.relaxAfterMs) return;
+    this.stallExtra = Math.max(0, this.stallExtra - this.options.relaxPerSecond * Math.min(elapsed, 1));
   }
 
   /**
