@@ -30,6 +30,16 @@ export interface StreamMessage {
   tracks: TrackDescription[];
   /** Goes up by one whenever the tracks change. */
   version: number;
+  /** How video has been arriving lately, so that a joining player starts far enough behind live. */
+  pacing?: StreamPacing;
+}
+
+/** Over the last 20 s (0: nothing measured yet). */
+export interface StreamPacing {
+  /** The longest wait between two sends that carried video. */
+  longestWaitMs: number;
+  /** The longest interval between two video frames, in media time. */
+  longestFrameMs: number;
 }
 
 /** Server to player, text: the answer to a ping. */

@@ -200,6 +200,7 @@ export class Player {
       return;
     }
     this.descriptionAt = performance.now();
+    this.latency.told(description.pacing);
     // A new start: keep only what happened before the stream was described.
     this.timeline = { script: this.timeline.script, connect: this.timeline.connect, open: this.timeline.open };
     this.mark('stream');
@@ -345,6 +346,8 @@ export class Player {
       bitrate: this.bitrate.perSecond() * 8,
       lag: this.latency.lag,
       targetLatency: this.latency.target,
+      /** Media the player keeps ahead of the playhead when new media arrives (see LatencyController.lead). */
+      lead: this.latency.lead,
       latencyMode: this.latency.mode,
       latencyModeReason: this.latency.modeReason,
       catchUpSeeks: this.latency.catchUpSeeks,

@@ -4,6 +4,7 @@ import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../str
 import { Batcher, type MediaChunk } from './batcher.js';
 import { GopCache } from './gop-cache.js';
 import { KeepAlive } from './keepalive.js';
+import { Pacing } from './pacing.js';
 import { RateMeter } from './rate-meter.js';
 import { ViewerBudget, ViewerSet, type Viewer, type ViewerCounters, type ViewerPolicy, type ViewerTransport } from './viewers.js';
 
@@ -53,6 +54,8 @@ export class Hub implements StreamSink {
   private watchingCountedAt = 0;
   private readonly counters = { clusters: 0, keyframeClusters: 0, initSegments: 0 };
   private readonly keepAlive = new KeepAlive(() => this.viewers);
+  /** How video reaches viewers lately: told to each joining player. */
+  readonly pacing = new Pacing();
 
   constructor(options: Partial<HubOptions> = {}, budget = new ViewerBudget(Infinity)) {
     this.options = { ...DEFAULT_HUB_OPTIONS, ...options };
@@ -74,6 +77,7 @@ export class Hub implements StreamSink {
   initChanged(init: VersionedInit): void {
     this.batcher.sendNow();
     this.current = init;
+    this.pacing.restart(init.segment.info.timecodeScale);
     this.batcher.setHasVideo(init.segment.info.tracks.some((t) => t.kind === 'video'));
     this.gop.clear();
     this.counters.initSegments++;
@@ -87,11 +91,13 @@ export class Hub implements StreamSink {
   }
 
   block(block: BlockEvent): void {
+    if (block.video) this.pacing.videoFrame(block.timecode);
     this.batcher.block(block);
   }
 
   flush(): void {
     this.batcher.flush();
+    this.pacing.sent();
   }
 
   private fanOut(chunk: MediaChunk): void {
@@ -110,6 +116,7 @@ export class Hub implements StreamSink {
   /** The producer is gone: keep viewers for the grace period, then let them go. */
   producerEnded(): void {
     this.batcher.sendNow();
+    this.pacing.restart();
     this.producerLive = false;
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = setTimeout(() => {

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { ViewerTransport } from '../hub/viewers.js';
-import { CLOSE_REASONS, type CloseReason, type StreamMessage } from '../protocol.js';
+import { CLOSE_REASONS, type CloseReason, type StreamMessage, type StreamPacing } from '../protocol.js';
 import type { VersionedInit } from '../stream/events.js';
 import { describeTrackList } from '../stream/stream.js';
 
@@ -125,13 +125,14 @@ export class HttpTransport implements ViewerTransport {
   }
 }
 
-export function describeStream(name: string, init: VersionedInit): StreamMessage {
+export function describeStream(name: string, init: VersionedInit, pacing?: StreamPacing): StreamMessage {
   return {
     type: 'stream',
     name,
     mimeType: init.segment.info.mimeType,
     tracks: describeTrackList(init.segment.info.tracks),
     version: init.version,
+    ...(pacing ? { pacing } : {}),
   };
 }
 
@@ -150,6 +151,8 @@ export class WebSocketTransport implements ViewerTransport {
     private readonly name: string,
     private readonly ws: WebSocket,
     private readonly socket: Socket,
+    /** The stream's pacing as it is when the description goes out. */
+    private readonly pacing: () => StreamPacing,
   ) {}
 
   send(data: Buffer): void {
@@ -161,7 +164,7 @@ export class WebSocketTransport implements ViewerTransport {
   }
 
   sendInit(init: VersionedInit): boolean {
-    this.ws.send(JSON.stringify(describeStream(this.name, init)));
+    this.ws.send(JSON.stringify(describeStream(this.name, init, this.pacing())));
     this.ws.send(init.segment.bytes, { binary: true });
     return true;
   }

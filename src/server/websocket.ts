@@ -49,7 +49,7 @@ export function attachWebSockets(
         return;
       }
       if (ws.readyState !== ws.OPEN) return;
-      const viewer = stream.hub.add(new WebSocketTransport(stream.name, ws, socket));
+      const viewer = stream.hub.add(new WebSocketTransport(stream.name, ws, socket, () => stream.hub.pacing.current));
       if (!viewer) {
         ws.close(CLOSE_REASONS.full.ws, CLOSE_REASONS.full.text);
         return;

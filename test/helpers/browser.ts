@@ -33,6 +33,7 @@ export interface PlayerSnapshot {
   lag: number;
   /** The latency controller's current target behind live, s (rises after stalls). */
   targetLatency: number;
+  lead: number;
   /** 'rate' while playbackRate catches up, 'seek' where it does not work (WebKit). */
   latencyMode: 'rate' | 'seek';
   latencyModeReason: string;

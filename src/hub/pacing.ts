@@ -1,0 +1,77 @@
+import type { StreamPacing } from '../protocol.js';
+
+/** The largest value of each of the last `seconds` seconds, in as many slots. */
+class WindowMax {
+  private readonly values: number[];
+  private readonly stamps: number[];
+
+  constructor(private readonly seconds: number) {
+    this.values = new Array<number>(seconds).fill(0);
+    this.stamps = new Array<number>(seconds).fill(-1);
+  }
+
+  add(value: number, nowMs: number): void {
+    const second = Math.floor(nowMs / 1000);
+    const slot = second % this.seconds;
+    if (this.stamps[slot] !== second) {
+      this.stamps[slot] = second;
+      this.values[slot] = value;
+    } else if (value > this.values[slot]) this.values[slot] = value;
+  }
+
+  max(nowMs: number): number {
+    const oldest = Math.floor(nowMs / 1000) - this.seconds;
+    let max = 0;
+    for (let i = 0; i < this.seconds; i++) if (this.stamps[i] > oldest && this.values[i] > max) max = this.values[i];
+    return max;
+  }
+}
+
+/**
+ * How the stream's video has been reaching viewers over the last 20 s: the longest wait
+ * between two sends that carried video, and the longest interval between two video
+ * frames. A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
+ * sends frames only when the picture changes (a screen capture, a browser's
+ * MediaRecorder) or a starved encoder make both long; a player told so when it joins
+ * starts far enough behind live that the next wait does not run its buffer dry, instead
+ * of learning it from a stall (see public/js/latency-controller.js).
+ */
+export class Pacing {
+  private readonly waits = new WindowMax(20);
+  private readonly frames = new WindowMax(20);
+  private lastVideoSendAt = -1;
+  private lastFrameTicks = -1;
+  private videoSinceSend = false;
+  private msPerTick = 1;
+
+  /** A new init segment or producer: timestamps and sends start over. */
+  restart(timecodeScaleNs?: number): void {
+    if (timecodeScaleNs) this.msPerTick = timecodeScaleNs / 1e6;
+    this.lastVideoSendAt = -1;
+    this.lastFrameTicks = -1;
+    this.videoSinceSend = false;
+  }
+
+  /** A video frame with this absolute timecode (ticks). */
+  videoFrame(ticks: number): void {
+    const interval = (ticks - this.lastFrameTicks) * this.msPerTick;
+    // Over 5 s is a gap in the producer, not its frame rate.
+    if (this.lastFrameTicks >= 0 && interval > 0 && interval <= 5000) this.frames.add(interval, Date.now());
+    this.lastFrameTicks = ticks;
+    this.videoSinceSend = true;
+  }
+
+  /** The end of an ingest read: what came since goes to viewers now. */
+  sent(): void {
+    if (!this.videoSinceSend) return;
+    this.videoSinceSend = false;
+    const now = Date.now();
+    if (this.lastVideoSendAt >= 0) this.waits.add(now - this.lastVideoSendAt, now);
+    this.lastVideoSendAt = now;
+  }
+
+  get current(): StreamPacing {
+    const now = Date.now();
+    return { longestWaitMs: Math.round(this.waits.max(now)), longestFrameMs: Math.round(this.frames.max(now)) };
+  }
+}
