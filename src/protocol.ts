@@ -38,8 +38,8 @@ export interface StreamMessage {
 export interface StreamPacing {
   /** The longest wait between two sends that carried video. */
   longestWaitMs: number;
-  /** The longest interval between two video frames, in media time. */
-  longestFrameMs: number;
+  /** A typical second's longest interval between two video frames, in media time (the median of the seconds' maxima). */
+  frameIntervalMs: number;
 }
 
 /** Server to player, text: the answer to a ping. */
@@ -47,6 +47,8 @@ export interface PongMessage {
   type: 'pong';
   /** Viewers of this stream (recounted at most once a second). */
   viewers: number;
+  /** As in the stream's description, measured now. */
+  pacing: StreamPacing;
 }
 
 export type ServerMessage = StreamMessage | PongMessage;

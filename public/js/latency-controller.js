@@ -9,9 +9,9 @@
 // The target itself adapts: it rises after each stall (hls.js's liveSyncOnStallIncrease)
 // up to a ceiling, and comes back down slowly once playback has been smooth. Below it
 // lies a floor that needs no stall to learn: the longest recent wait for new media plus
-// two of the longest recent frame intervals (Firefox stops to buffer while a frame is
-// still shown when it has no second one decoded behind it: at a few frames a second,
-// as a screen capture or a MediaRecorder sends them, that is up to a second of media).
+// two of the longest recent frame intervals, as the relay measures them (Firefox stops
+// to buffer with up to two frames still buffered: at a few frames a second, as a screen
+// capture or a MediaRecorder sends them, that is up to a second of media).
 
 const DEFAULTS = {
   /** Seconds behind the live edge we aim for on a good link. */
@@ -58,9 +58,8 @@ export class LatencyController {
     this.stallExtra = 0;
     /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
     this.arrivalGaps = /** @type {[number, number][]} */ ([]);
-    /** [wall time, s] of each media-time interval between two frames presented one after the other, over the last 20 s. */
-    this.frameGaps = /** @type {[number, number][]} */ ([]);
-    this.watchFrames();
+    /** The longest interval between two video frames, s, as the relay last measured it (see told()). */
+    this.longestFrame = 0;
     this.lastEnd = -1;
     this.lastAdvanceAt = -1;
     this.jumps = 0;
@@ -119,43 +118,21 @@ export class LatencyController {
    * with frames up to 0.5 s apart, 1.1 s.
    */
   get lead() {
-    let longestFrame = 0;
-    for (const [, s] of this.frameGaps) longestFrame = Math.max(longestFrame, s);
-    return Math.max(0.15, 2 * longestFrame + 0.1);
+    return Math.max(0.15, 2 * this.longestFrame + 0.1);
   }
 
   /**
-   * Notes the media-time interval between frames as they are presented (where the engine
-   * tells, through requestVideoFrameCallback). Only consecutive frames count: an interval
-   * that spans dropped frames or a seek says nothing about the stream.
-   */
-  watchFrames() {
-    const video = this.video;
-    if (!('requestVideoFrameCallback' in video)) return;
-    let last = /** @type {{ mediaTime: number, presentedFrames: number } | null} */ (null);
-    const onFrame = (/** @type {number} */ _now, /** @type {any} */ metadata) => {
-      video.requestVideoFrameCallback(onFrame);
-      const consecutive = last && (metadata.presentedFrames === undefined || metadata.presentedFrames === last.presentedFrames + 1);
-      const interval = consecutive && last ? metadata.mediaTime - last.mediaTime : 0;
-      last = { mediaTime: metadata.mediaTime, presentedFrames: metadata.presentedFrames };
-      if (interval <= 0 || interval > 1 || video.seeking) return;
-      const now = performance.now();
-      this.frameGaps.push([now, interval]);
-      while (this.frameGaps.length > 0 && now - this.frameGaps[0][0] > 20_000) this.frameGaps.shift();
-    };
-    video.requestVideoFrameCallback(onFrame);
-  }
-
-  /**
-   * What the relay measured of the stream's pacing when this viewer joined: counted as if
-   * seen here, so the start is already far enough behind live (they age out like the rest).
+   * What the relay measured of the stream's pacing over the last 20 s, with the stream's
+   * description and every pong. The frame interval is the stream's, from the producer's
+   * timestamps: the frames a browser presents say more about its renderer (a busy headless
+   * Chromium presented 30 frames a second a third of a second apart). The wait is the
+   * relay's; the player adds what it sees itself (a jittery link).
    * @param {import('../../src/protocol.js').StreamPacing | undefined} pacing
    */
   told(pacing) {
     if (!pacing) return;
-    const now = performance.now();
-    if (pacing.longestWaitMs > 0) this.arrivalGaps.push([now, pacing.longestWaitMs]);
-    if (pacing.longestFrameMs > 0) this.frameGaps.push([now, Math.min(1, pacing.longestFrameMs / 1000)]);
+    this.longestFrame = Math.min(1, pacing.frameIntervalMs / 1000);
+    if (pacing.longestWaitMs > 0) this.arrivalGaps.push([performance.now(), pacing.longestWaitMs]);
   }
 
   /**

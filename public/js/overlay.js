@@ -46,7 +46,7 @@ export class StatsOverlay {
       ['codecs', s.codecs || '–'],
       ['bitrate', formatBitrate(s.bitrate)],
       ['behind live', this.rewind?.rewinding ? `${this.rewind.behind.toFixed(1)} s (rewound)` : `${s.lag.toFixed(2)} s${s.playbackRate !== 1 ? ` (catching up ×${s.playbackRate.toFixed(2)})` : ''}`],
-      ['target', `${s.targetLatency.toFixed(2)} s${s.latencyMode === 'seek' ? `, catching up by seeking (${s.catchUpSeeks})` : ''}`],
+      ['target', `${s.targetLatency.toFixed(2)} s (lead ${s.lead.toFixed(2)} s)${s.latencyMode === 'seek' ? `, catching up by seeking (${s.catchUpSeeks})` : ''}`],
       ['buffered', `${s.bufferedSeconds.toFixed(1)} s${s.bufferedRanges > 1 ? ` in ${s.bufferedRanges} ranges` : ''}`],
       ['frames', `${s.decodedFrames} decoded, ${s.droppedFrames} dropped`],
       ['stalls', `${s.stalls}${s.jumps + s.gapJumps > 0 ? `, ${s.jumps + s.gapJumps} jumps to live` : ''}`],

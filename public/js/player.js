@@ -94,6 +94,7 @@ export class Player {
       },
       onPong: (message) => {
         if (typeof message.viewers === 'number') this.viewers = message.viewers;
+        this.latency.told(message.pacing);
       },
       onClose: ({ code, reason, retryInMs }) => {
         const seconds = (retryInMs / 1000).toFixed(1);

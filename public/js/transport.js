@@ -5,7 +5,7 @@
 //   text   StreamMessage {"type":"stream","name":...,"mimeType":...,"tracks":[...],"version":N}
 //   binary init segment (EBML header, Segment, Info, Tracks)
 // then binary media messages (WebM Clusters, the first starting at a video keyframe).
-// We may send PingMessage {"type":"ping"} and get PongMessage {"type":"pong","viewers":N}.
+// We may send PingMessage {"type":"ping"} and get PongMessage {"type":"pong","viewers":N,"pacing":{...}}.
 
 /** @typedef {import('../../src/protocol.js').StreamMessage} StreamMessage */
 /** @typedef {import('../../src/protocol.js').PongMessage} PongMessage */

@@ -19,18 +19,31 @@ class WindowMax {
     } else if (value > this.values[slot]) this.values[slot] = value;
   }
 
-  max(nowMs: number): number {
+  /** The values of the seconds in the window that had one. */
+  private recent(nowMs: number): number[] {
     const oldest = Math.floor(nowMs / 1000) - this.seconds;
-    let max = 0;
-    for (let i = 0; i < this.seconds; i++) if (this.stamps[i] > oldest && this.values[i] > max) max = this.values[i];
-    return max;
+    const values: number[] = [];
+    for (let i = 0; i < this.seconds; i++) if (this.stamps[i] > oldest) values.push(this.values[i]);
+    return values;
+  }
+
+  max(nowMs: number): number {
+    return Math.max(0, ...this.recent(nowMs));
+  }
+
+  /** The median of the seconds' maxima (the lower one of an even count): what a typical second's worst was. */
+  medianOfMaxima(nowMs: number): number {
+    const values = this.recent(nowMs).sort((a, b) => a - b);
+    return values.length === 0 ? 0 : values[Math.floor((values.length - 1) / 2)];
   }
 }
 
 /**
  * How the stream's video has been reaching viewers over the last 20 s: the longest wait
- * between two sends that carried video, and the longest interval between two video
- * frames. A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
+ * between two sends that carried video, and a typical second's longest interval between
+ * two video frames (the median of the seconds' maxima: one frame an encoder dropped on a
+ * busy machine is not the stream's frame rate, a screen capture's many long intervals
+ * are). A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
  * sends frames only when the picture changes (a screen capture, a browser's
  * MediaRecorder) or a starved encoder make both long; a player told so when it joins
  * starts far enough behind live that the next wait does not run its buffer dry, instead
@@ -44,6 +57,8 @@ export class Pacing {
   private videoSinceSend = false;
   private msPerTick = 1;
 
+  constructor(private readonly now: () => number = Date.now) {}
+
   /** A new init segment or producer: timestamps and sends start over. */
   restart(timecodeScaleNs?: number): void {
     if (timecodeScaleNs) this.msPerTick = timecodeScaleNs / 1e6;
@@ -56,7 +71,7 @@ export class Pacing {
   videoFrame(ticks: number): void {
     const interval = (ticks - this.lastFrameTicks) * this.msPerTick;
     // Over 5 s is a gap in the producer, not its frame rate.
-    if (this.lastFrameTicks >= 0 && interval > 0 && interval <= 5000) this.frames.add(interval, Date.now());
+    if (this.lastFrameTicks >= 0 && interval > 0 && interval <= 5000) this.frames.add(interval, this.now());
     this.lastFrameTicks = ticks;
     this.videoSinceSend = true;
   }
@@ -65,13 +80,13 @@ export class Pacing {
   sent(): void {
     if (!this.videoSinceSend) return;
     this.videoSinceSend = false;
-    const now = Date.now();
+    const now = this.now();
     if (this.lastVideoSendAt >= 0) this.waits.add(now - this.lastVideoSendAt, now);
     this.lastVideoSendAt = now;
   }
 
   get current(): StreamPacing {
-    const now = Date.now();
-    return { longestWaitMs: Math.round(this.waits.max(now)), longestFrameMs: Math.round(this.frames.max(now)) };
+    const now = this.now();
+    return { longestWaitMs: Math.round(this.waits.max(now)), frameIntervalMs: Math.round(this.frames.medianOfMaxima(now)) };
   }
 }

@@ -63,7 +63,7 @@ export function attachWebSockets(
           type = undefined;
         }
         if (typeof type === 'string' && CLIENT_MESSAGE_TYPES.has(type)) {
-          const pong: PongMessage = { type: 'pong', viewers: stream.hub.watching };
+          const pong: PongMessage = { type: 'pong', viewers: stream.hub.watching, pacing: stream.hub.pacing.current };
           ws.send(JSON.stringify(pong));
         } else {
           log.debug('websocket: ignored an unexpected message');

@@ -199,7 +199,11 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     // Printed below; the bound leaves room for a loaded machine (seen: a first seek into a
     // scrap of buffer that the player gives up on after 2 s for the live edge).
     await play.click();
-    await page.waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1, null, { timeout: 6000, polling: 50 });
+    await page
+      .waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1, null, { timeout: 6000, polling: 50 })
+      .catch(async (error: Error) => {
+        throw new Error(`${error.message}: ${JSON.stringify(await playerSnapshot(page))}`);
+      });
     const caughtUpMs = Date.now() - pressed;
     const s1 = await playerSnapshot(page);
     expect(s1.jumps, JSON.stringify(s1)).to.be.at.least(1);
