@@ -58,8 +58,9 @@ export class LatencyController {
     this.stallExtra = 0;
     /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
     this.arrivalGaps = /** @type {[number, number][]} */ ([]);
-    /** The longest interval between two video frames, s, as the relay last measured it (see told()). */
+    /** A typical second's longest interval between two video frames and longest wait for them, s, as the relay last measured them (see told()). */
     this.longestFrame = 0;
+    this.toldWait = 0;
     this.lastEnd = -1;
     this.lastAdvanceAt = -1;
     this.jumps = 0;
@@ -106,9 +107,9 @@ export class LatencyController {
    * plus what stalls added. Never above the ceiling.
    */
   get target() {
-    let longestWait = 0;
-    for (const [, ms] of this.arrivalGaps) longestWait = Math.max(longestWait, ms);
-    const floor = longestWait > 0 ? longestWait / 1000 + this.lead : 0;
+    let longestWait = this.toldWait;
+    for (const [, ms] of this.arrivalGaps) longestWait = Math.max(longestWait, ms / 1000);
+    const floor = longestWait > 0 ? longestWait + this.lead : 0;
     return Math.min(this.options.maxTargetLatency, Math.max(this.options.targetLatency, floor) + this.stallExtra);
   }
 
@@ -126,13 +127,13 @@ export class LatencyController {
    * description and every pong. The frame interval is the stream's, from the producer's
    * timestamps: the frames a browser presents say more about its renderer (a busy headless
    * Chromium presented 30 frames a second a third of a second apart). The wait is the
-   * relay's; the player adds what it sees itself (a jittery link).
+   * relay's; the player's own waits (a jittery link) count beside it.
    * @param {import('../../src/protocol.js').StreamPacing | undefined} pacing
    */
   told(pacing) {
     if (!pacing) return;
     this.longestFrame = Math.min(1, pacing.frameIntervalMs / 1000);
-    if (pacing.longestWaitMs > 0) this.arrivalGaps.push([performance.now(), pacing.longestWaitMs]);
+    this.toldWait = pacing.waitMs / 1000;
   }
 
   /**

@@ -27,10 +27,6 @@ class WindowMax {
     return values;
   }
 
-  max(nowMs: number): number {
-    return Math.max(0, ...this.recent(nowMs));
-  }
-
   /** The median of the seconds' maxima (the lower one of an even count): what a typical second's worst was. */
   medianOfMaxima(nowMs: number): number {
     const values = this.recent(nowMs).sort((a, b) => a - b);
@@ -39,11 +35,11 @@ class WindowMax {
 }
 
 /**
- * How the stream's video has been reaching viewers over the last 20 s: the longest wait
- * between two sends that carried video, and a typical second's longest interval between
- * two video frames (the median of the seconds' maxima: one frame an encoder dropped on a
- * busy machine is not the stream's frame rate, a screen capture's many long intervals
- * are). A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
+ * How the stream's video has been reaching viewers over the last 20 s: a typical second's
+ * longest wait between two sends that carried video, and its longest interval between two
+ * video frames (each the median of the seconds' maxima: one second in which a busy
+ * encoder stood still is not the stream's pace, a second-long burst every second or a
+ * screen capture's many long intervals are). A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
  * sends frames only when the picture changes (a screen capture, a browser's
  * MediaRecorder) or a starved encoder make both long; a player told so when it joins
  * starts far enough behind live that the next wait does not run its buffer dry, instead
@@ -87,6 +83,6 @@ export class Pacing {
 
   get current(): StreamPacing {
     const now = this.now();
-    return { longestWaitMs: Math.round(this.waits.max(now)), frameIntervalMs: Math.round(this.frames.medianOfMaxima(now)) };
+    return { waitMs: Math.round(this.waits.medianOfMaxima(now)), frameIntervalMs: Math.round(this.frames.medianOfMaxima(now)) };
   }
 }

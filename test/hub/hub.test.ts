@@ -169,7 +169,7 @@ describe('hub', () => {
   it('tells its pacing from the blocks and sends that pass through it', async () => {
     hub = new Hub();
     hub.initChanged({ segment: INIT, version: 1 });
-    expect(hub.pacing.current).to.deep.equal({ longestWaitMs: 0, frameIntervalMs: 0 });
+    expect(hub.pacing.current).to.deep.equal({ waitMs: 0, frameIntervalMs: 0 });
     const send = (timecodes: number[]) => {
       for (const timecode of timecodes) hub.block({ parts: [Buffer.alloc(10)], track: 1, timecode, keyframe: false, video: true });
       hub.flush();
@@ -177,7 +177,7 @@ describe('hub', () => {
     send([0, 40]);
     await new Promise((r) => setTimeout(r, 300));
     send([80]);
-    expect(hub.pacing.current.longestWaitMs).to.be.within(290, 400);
+    expect(hub.pacing.current.waitMs).to.be.within(290, 400);
     expect(hub.pacing.current.frameIntervalMs).to.equal(40);
   });
 });

@@ -17,7 +17,7 @@ describe('WebSocket transport', () => {
     server = http.createServer();
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
     transport = new Promise((resolve) =>
-      server.on('upgrade', (req, socket: Socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketTransport('live', ws, socket, () => ({ longestWaitMs: 40, frameIntervalMs: 33 }))))),
+      server.on('upgrade', (req, socket: Socket, head) => wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketTransport('live', ws, socket, () => ({ waitMs: 40, frameIntervalMs: 33 }))))),
     );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   });
@@ -48,7 +48,7 @@ describe('WebSocket transport', () => {
     });
     expect(received[0].binary).to.equal(false);
     expect(JSON.parse(received[0].data.toString())).to.include({ type: 'stream' });
-    expect(JSON.parse(received[0].data.toString()).pacing, 'the pacing the stream reports').to.deep.equal({ longestWaitMs: 40, frameIntervalMs: 33 });
+    expect(JSON.parse(received[0].data.toString()).pacing, 'the pacing the stream reports').to.deep.equal({ waitMs: 40, frameIntervalMs: 33 });
     expect(received[1].data.toString()).to.equal('init');
     const media = received.slice(2);
     expect(media.every((m) => m.binary)).to.equal(true);
