@@ -94,6 +94,22 @@ export class LatencyController {
     this.wantMuted = true;
   }
 
+  /**
+   * Before the first play: does changing playbackRate have side effects here (WebKit
+   * unmutes the video, and its autoplay policy then pauses it at the next seek)? Found out
+   * while nothing plays it costs nothing; found out while catching up or slowing down it
+   * cost WebKit a stall of 1-2 s.
+   */
+  probeRate() {
+    if (this.mode === 'seek') return;
+    const video = this.video;
+    const wasMuted = video.muted;
+    this.rateChangedAt = performance.now();
+    video.playbackRate = 1.01;
+    video.playbackRate = 1;
+    if (wasMuted && !video.muted && this.wantMuted) this.rateHasSideEffects('it unmuted the video');
+  }
+
   /** Playback (re)started now: see startWindowMs. */
   started() {
     this.startedAt = performance.now();

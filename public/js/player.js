@@ -219,6 +219,7 @@ export class Player {
     if (position === null) return;
     this.awaitingStart = false;
     this.starts++;
+    this.latency.probeRate();
     this.video.currentTime = position;
     this.mark('start');
     this.latency.started();
