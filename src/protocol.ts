@@ -36,9 +36,9 @@ export interface StreamMessage {
 
 /** Over the last 20 s (0: nothing measured yet). */
 export interface StreamPacing {
-  /** A typical second's longest wait between two sends that carried video (the median of the seconds' maxima). */
+  /** A bad second's longest wait between two sends that carried video (the upper quartile of the seconds' maxima). */
   waitMs: number;
-  /** A typical second's longest interval between two video frames, in media time (the median of the seconds' maxima). */
+  /** A bad second's longest interval between two video frames, in media time (the upper quartile of the seconds' maxima). */
   frameIntervalMs: number;
 }
 

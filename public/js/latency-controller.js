@@ -58,7 +58,7 @@ export class LatencyController {
     this.stallExtra = 0;
     /** [wall time, ms] of each wait between two appends that moved the end of `buffered`, over the last 20 s. */
     this.arrivalGaps = /** @type {[number, number][]} */ ([]);
-    /** A typical second's longest interval between two video frames and longest wait for them, s, as the relay last measured them (see told()). */
+    /** A bad second's longest interval between two video frames and longest wait for them, s, as the relay last measured them (see told()). */
     this.longestFrame = 0;
     this.toldWait = 0;
     this.lastEnd = -1;

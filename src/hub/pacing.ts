@@ -27,17 +27,17 @@ class WindowMax {
     return values;
   }
 
-  /** The median of the seconds' maxima (the lower one of an even count): what a typical second's worst was. */
-  medianOfMaxima(nowMs: number): number {
+  /** The upper quartile of the seconds' maxima: three seconds in four were no worse. */
+  upperQuartile(nowMs: number): number {
     const values = this.recent(nowMs).sort((a, b) => a - b);
-    return values.length === 0 ? 0 : values[Math.floor((values.length - 1) / 2)];
+    return values.length === 0 ? 0 : values[Math.floor((values.length - 1) * 0.75)];
   }
 }
 
 /**
- * How the stream's video has been reaching viewers over the last 20 s: a typical second's
+ * How the stream's video has been reaching viewers over the last 20 s: a bad second's
  * longest wait between two sends that carried video, and its longest interval between two
- * video frames (each the median of the seconds' maxima: one second in which a busy
+ * video frames (each the upper quartile of the seconds' maxima: one second in which a busy
  * encoder stood still is not the stream's pace, a second-long burst every second or a
  * screen capture's many long intervals are). A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
  * sends frames only when the picture changes (a screen capture, a browser's
@@ -83,6 +83,6 @@ export class Pacing {
 
   get current(): StreamPacing {
     const now = this.now();
-    return { waitMs: Math.round(this.waits.medianOfMaxima(now)), frameIntervalMs: Math.round(this.frames.medianOfMaxima(now)) };
+    return { waitMs: Math.round(this.waits.upperQuartile(now)), frameIntervalMs: Math.round(this.frames.upperQuartile(now)) };
   }
 }
