@@ -105,10 +105,18 @@ export function backwardsInClusters(clusters: ParsedCluster[]): string[] {
   return found;
 }
 
-/** `ffmpeg -v error` lines for decoding `bytes` (asynchronous, so several run at once). */
+/**
+ * `ffmpeg -v error` lines for decoding `bytes` (asynchronous, so several run at once).
+ * Decoded at WebM's millisecond resolution, as the normalizer's own test does: by default
+ * ffmpeg counts output timestamps in frame intervals, and two frames a millisecond apart
+ * (video that lagged its audio past the reorder window at an encoder's start, which the
+ * normalizer moves forward frame by frame) read as "non monotonically increasing dts".
+ * Frames on one millisecond, or going back, still fail.
+ */
 export function decodeErrors(bytes: Buffer): Promise<string[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-v', 'error', '-i', 'pipe:0', '-f', 'null', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    const args = ['-hide_banner', '-nostdin', '-v', 'error', '-i', 'pipe:0', '-fps_mode', 'passthrough', '-enc_time_base', '1:1000', '-f', 'null', '-'];
+    const child = spawn('ffmpeg', args, { stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (t: string) => (stderr += t));
