@@ -200,7 +200,9 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     // scrap of buffer that the player gives up on after 2 s for the live edge).
     await play.click();
     await page
-      .waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1, null, { timeout: 6000, polling: 50 })
+      // Within the 1.5 s the test holds the player to below (a seek into the middle of a GOP
+      // may stall while the decoder catches up from the keyframe): not the 4 s it was paused.
+      .waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1.5, null, { timeout: 6000, polling: 50 })
       .catch(async (error: Error) => {
         throw new Error(`${error.message}: ${JSON.stringify(await playerSnapshot(page))}`);
       });
@@ -217,7 +219,7 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     expect(s2.evictions, detail).to.be.at.least(1);
     expect(s2.currentTime - start, detail).to.be.below(4.5);
     expect(s2.lag, detail).to.be.below(1.5);
-    console.log(`      after 4 s paused: within 1 s of live ${caughtUpMs} ms after Play (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
+    console.log(`      after 4 s paused: within 1.5 s of live ${caughtUpMs} ms after Play (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
   });
 
   it('a pause that did not come from a click or key (an autoplay policy, a script) is undone', async function () {
