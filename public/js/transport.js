@@ -2,7 +2,7 @@
 //
 // The protocol is defined once, in src/protocol.ts. The relay sends, on every
 // connection and again whenever the producer changes tracks:
-//   text   StreamMessage {"type":"stream","name":...,"mimeType":...,"tracks":[...],"version":N}
+//   text   StreamMessage {"type":"stream","name":...,"mimeType":...,"tracks":[...],"version":N,"pacing":{...}}
 //   binary init segment (EBML header, Segment, Info, Tracks)
 // then binary media messages (WebM Clusters, the first starting at a video keyframe).
 // We may send PingMessage {"type":"ping"} and get PongMessage {"type":"pong","viewers":N,"pacing":{...}}.

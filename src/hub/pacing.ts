@@ -39,9 +39,9 @@ class WindowMax {
  * longest wait between two sends that carried video, and its longest interval between two
  * video frames (each the upper quartile of the seconds' maxima: one second in which a busy
  * encoder stood still is not the stream's pace, a second-long burst every second or a
- * screen capture's many long intervals are). A producer that writes whole clusters at once (ffmpeg's WebM muxer), one that
- * sends frames only when the picture changes (a screen capture, a browser's
- * MediaRecorder) or a starved encoder make both long; a player told so when it joins
+ * screen capture's many long intervals are). A producer that writes whole clusters at
+ * once (ffmpeg's WebM muxer), one that sends frames only when the picture changes (a
+ * screen capture, a browser's MediaRecorder) or a starved encoder make both long; a player told so when it joins
  * starts far enough behind live that the next wait does not run its buffer dry, instead
  * of learning it from a stall (see public/js/latency-controller.js).
  */
