@@ -53,6 +53,10 @@ export class Player {
     this.unexpectedPauses = 0;
     /** Unmutes that did not come from the person (WebKit, when playbackRate changes), undone. */
     this.unexpectedUnmutes = 0;
+    /** Muted plays the browser refused (NotAllowedError), and when tick() may try again (see play()). */
+    this.refusedPlays = 0;
+    this.refusalsInARow = 0;
+    this.retryPlayAt = 0;
     /** The relay skipped media for a slow link (seen as a hole the playhead jumped): count, and until when the notice shows. */
     this.skips = 0;
     this.seenGapJumps = 0;
@@ -261,12 +265,25 @@ export class Player {
     if (this.state === 'playing' && this.message !== '') this.setState('playing', '');
     // After a pause: live is where the stream is now, not where the picture stopped.
     if (this.state === 'playing') this.latency.tick();
-    this.video.play().catch((error) => {
-      if (error.name !== 'NotAllowedError') return;
-      // Wait for the person: no retrying from tick().
-      this.userPaused = true;
-      this.setState(this.state, 'The browser did not let the video start by itself: press Play.');
-    });
+    this.video.play().then(
+      () => {
+        this.refusalsInARow = 0;
+        this.retryPlayAt = 0;
+      },
+      (error) => {
+        if (error.name !== 'NotAllowedError') return;
+        this.setState(this.state, 'The browser did not let the video start by itself: press Play.');
+        if (!this.video.muted) {
+          // Sound needs the person's gesture: wait for them, no retrying from tick().
+          this.userPaused = true;
+          return;
+        }
+        // Muted video may autoplay, yet WebKit now and then refuses it for a while after a seek
+        // (a player left waiting for Play after an encoder restart): try again, less and less often.
+        this.refusedPlays++;
+        this.retryPlayAt = performance.now() + Math.min(8000, 500 * 2 ** this.refusalsInARow++);
+      },
+    );
   }
 
   /** @param {string} why */
@@ -294,7 +311,7 @@ export class Player {
     if (this.video.paused && this.userPaused) return;
     this.latency.tick();
     this.noticeSkips();
-    if (this.video.paused && this.video.buffered.length > 0) this.play();
+    if (this.video.paused && this.video.buffered.length > 0 && performance.now() >= this.retryPlayAt) this.play();
     this.onChange(this);
   }
 
@@ -357,6 +374,7 @@ export class Player {
       skippedSeconds: this.latency.skippedSeconds,
       unexpectedPauses: this.unexpectedPauses,
       unexpectedUnmutes: this.unexpectedUnmutes,
+      refusedPlays: this.refusedPlays,
       currentTime: video.currentTime,
       playbackRate: video.playbackRate,
       bufferedSeconds: this.buffer.bufferedSeconds(),

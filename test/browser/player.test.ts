@@ -235,6 +235,35 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     expect(s.state).to.equal('playing');
   });
 
+  it('a muted play the browser refuses (NotAllowedError, as WebKit did after an encoder restart) is tried again until it plays', async function () {
+    context = await browser.newContext();
+    const page = await context.newPage();
+    // Chromium lets muted video autoplay: refuse as many plays as the test asks, as WebKit now and then does.
+    await page.addInitScript(() => {
+      const play = HTMLMediaElement.prototype.play;
+      const w = window as unknown as { refusePlays: number };
+      w.refusePlays = 0;
+      HTMLMediaElement.prototype.play = function (this: HTMLMediaElement) {
+        if (w.refusePlays > 0 && w.refusePlays--) return Promise.reject(new DOMException('refused by the test', 'NotAllowedError'));
+        return play.call(this);
+      };
+    });
+    await page.goto(`${relay.url}/`);
+    await waitPlaying(page);
+    await page.$eval('video', (v) => {
+      (window as unknown as { refusePlays: number }).refusePlays = 3;
+      (v as HTMLVideoElement).pause();
+    });
+    const pausedAt = Date.now();
+    // Retries after 0.5, 1 and 2 s: playing again within about 4 s, and the "press Play" notice gone.
+    await waitFor('the video to play again', async () => !(await page.$eval('video', (v) => (v as HTMLVideoElement).paused)), 8000);
+    const s = await playerSnapshot(page);
+    console.log(`      3 refused plays: playing again ${Date.now() - pausedAt} ms after the pause`);
+    expect(s.refusedPlays, JSON.stringify(s)).to.equal(3);
+    expect(s.state).to.equal('playing');
+    expect(s.message).to.equal('');
+  });
+
   it('evicts and retries when an append hits QuotaExceededError (simulated once), and plays on', async function () {
     context = await browser.newContext();
     const page = await context.newPage();

@@ -43,6 +43,8 @@ export interface PlayerSnapshot {
   skippedSeconds: number;
   unexpectedPauses: number;
   unexpectedUnmutes: number;
+  /** Muted plays the browser refused (NotAllowedError); the player tries again. */
+  refusedPlays: number;
   currentTime: number;
   playbackRate: number;
   bufferedSeconds: number;
