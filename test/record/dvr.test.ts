@@ -19,16 +19,29 @@ interface Grab {
 async function grab(page: Page, id: string): Promise<Grab> {
   return page.evaluate((videoId) => {
     const video = document.getElementById(videoId) as HTMLVideoElement;
-    const canvas = document.createElement('canvas');
-    canvas.width = 320;
-    canvas.height = 240;
-    const context = canvas.getContext('2d', { willReadFrequently: true })!;
-    context.drawImage(video, 0, 0, 320, 240);
-    const data = context.getImageData(0, 0, 320, 240).data;
-    const rows: number[] = [];
-    for (let y = 0; y < 240; y += 4) for (let x = 0; x < 320; x++) rows.push(Math.round((data[(y * 320 + x) * 4] + data[(y * 320 + x) * 4 + 1] + data[(y * 320 + x) * 4 + 2]) / 3));
-    const w = window as unknown as { player: { lag: number }; dvr: { positionMs(): number | null } };
-    return { rows, atMs: Date.now(), lag: w.player.lag, position: w.dvr.positionMs() ?? 0 };
+    const draw = (mediaTime: number): Grab => {
+      const canvas = document.createElement('canvas');
+      canvas.width = 320;
+      canvas.height = 240;
+      const context = canvas.getContext('2d', { willReadFrequently: true })!;
+      context.drawImage(video, 0, 0, 320, 240);
+      const data = context.getImageData(0, 0, 320, 240).data;
+      const rows: number[] = [];
+      for (let y = 0; y < 240; y += 4) for (let x = 0; x < 320; x++) rows.push(Math.round((data[(y * 320 + x) * 4] + data[(y * 320 + x) * 4 + 1] + data[(y * 320 + x) * 4 + 2]) / 3));
+      const w = window as unknown as { player: { lag: number }; dvr: { positionMs(): number | null } };
+      // The lag and position are the playhead's; the picture drawn is the frame presented,
+      // which a busy browser shows a few frames behind it: moved to that frame's time.
+      const behind = video.currentTime - mediaTime;
+      return { rows, atMs: Date.now(), lag: w.player.lag + behind, position: (w.dvr.positionMs() ?? 0) - behind * 1000 };
+    };
+    // Drawn in a frame callback, the picture is the frame whose time it gives.
+    return new Promise<Grab>((resolve) => {
+      const timer = setTimeout(() => resolve(draw(video.currentTime)), 1000);
+      video.requestVideoFrameCallback((_now, metadata) => {
+        clearTimeout(timer);
+        resolve(draw(metadata.mediaTime));
+      });
+    });
   }, id);
 }
 
