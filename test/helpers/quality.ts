@@ -33,6 +33,8 @@ export interface PlaybackQuality {
   playedS: number;
   /** Samples taken. */
   samples: number;
+  /** The first stalls after settling: when (s after the first frame), how long, how much was buffered ahead as it began, and the player's catch-up seeks by then and target then. */
+  stallLog: { atS: number; ms: number; aheadS: number; seeks: number | null; target: number | null }[];
 }
 
 /** Starts the sampler; `settleMs`: stalls and lag before that long after the first frame are startup, not counted in the "after" figures. */
@@ -44,6 +46,9 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
       lastTime: number;
       lastWall: number;
       stillSince: number | null;
+      stillAhead: number;
+      stillPlayer: { catchUpSeeks: number; target: number } | null;
+      stallLog: { atS: number; ms: number; aheadS: number; seeks: number | null; target: number | null }[];
       stalls: number;
       stallsAfter: number;
       stalledMs: number;
@@ -60,7 +65,7 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
     const w = window as unknown as { __quality?: State };
     if (w.__quality) clearInterval(w.__quality.timer);
     const s: State = {
-      start: performance.now(), first: null, lastTime: 0, lastWall: performance.now(), stillSince: null, stalls: 0, stallsAfter: 0,
+      start: performance.now(), first: null, lastTime: 0, lastWall: performance.now(), stillSince: null, stillAhead: 0, stillPlayer: null, stallLog: [], stalls: 0, stallsAfter: 0,
       stalledMs: 0, jumps: 0, holes: 0, largestHole: 0, lags: [], paused: 0, playedFrom: null, samples: 0, error: null, timer: 0,
     };
     w.__quality = s;
@@ -83,20 +88,28 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
       const wall = (now - s.lastWall) / 1000;
       if (t - s.lastTime > wall + 0.5) s.jumps++;
       if (video.paused) s.paused++;
+      const b = video.buffered;
       if (!video.paused && t === s.lastTime) {
-        if (s.stillSince === null) s.stillSince = s.lastWall;
+        if (s.stillSince === null) {
+          s.stillSince = s.lastWall;
+          s.stillAhead = b.length > 0 ? b.end(b.length - 1) - t : 0;
+          const latency = (window as unknown as { player?: { latency: { catchUpSeeks: number; target: number } } }).player?.latency;
+          s.stillPlayer = latency ? { catchUpSeeks: latency.catchUpSeeks, target: latency.target } : null;
+        }
       } else if (s.stillSince !== null) {
         const still = now - s.stillSince;
         if (still >= 500) {
           s.stalls++;
           s.stalledMs += still;
-          if (s.stillSince - s.first > settle) s.stallsAfter++;
+          if (s.stillSince - s.first > settle) {
+            s.stallsAfter++;
+            if (s.stallLog.length < 5) s.stallLog.push({ atS: (s.stillSince - s.first) / 1000, ms: Math.round(still), aheadS: s.stillAhead, seeks: s.stillPlayer?.catchUpSeeks ?? null, target: s.stillPlayer?.target ?? null });
+          }
         }
         s.stillSince = null;
       }
       // A hole ahead of the playhead is one playback must stall at or jump over (one behind
       // it, left by the start at the live edge, is history).
-      const b = video.buffered;
       let hole = false;
       for (let i = 1; i < b.length; i++) {
         if (b.end(i - 1) < t - 0.01) continue;
@@ -136,6 +149,7 @@ export async function readQuality(page: EnginePage): Promise<PlaybackQuality> {
       error: s.error as string | null,
       playedS: video && s.playedFrom !== null ? video.currentTime - (s.playedFrom as number) : 0,
       samples: s.samples as number,
+      stallLog: s.stallLog as PlaybackQuality['stallLog'],
     };
   });
 }
