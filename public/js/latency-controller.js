@@ -72,6 +72,14 @@ export class LatencyController {
     this.mode = /** @type {'rate' | 'seek'} */ ('rate');
     /** Why the mode is 'seek', for the overlay. */
     this.modeReason = '';
+    // WebKit's GStreamer media backend (WebKitGTK, WPE) unmutes the video whenever it applies
+    // a playbackRate, even one set back to 1, and its autoplay policy then pauses the video:
+    // a freeze of up to a second when the player plays it again. Finding that out by trying
+    // (probeRate) costs the same freeze, so there the player never touches the rate.
+    if (gstreamerWebKit(navigator.userAgent)) {
+      this.mode = 'seek';
+      this.modeReason = "WebKit's GStreamer backend unmutes the video when playbackRate changes";
+    }
     this.startedAt = -Infinity;
     this.lastStallAt = -Infinity;
     this.lastTickAt = performance.now();
@@ -345,4 +353,13 @@ export class LatencyController {
 function rangeEnd(ranges, time) {
   for (let i = 0; i < ranges.length; i++) if (time >= ranges.start(i) && time <= ranges.end(i)) return ranges.end(i);
   return null;
+}
+
+/**
+ * WebKit on Linux that is not Chromium: WebKitGTK and WPE, whose media backend is GStreamer.
+ * (Safari, on Apple's backend, says Macintosh, iPhone or iPad.)
+ * @param {string} userAgent
+ */
+export function gstreamerWebKit(userAgent) {
+  return /AppleWebKit/.test(userAgent) && /Linux/.test(userAgent) && !/Chrome|Chromium|Android/.test(userAgent);
 }

@@ -33,8 +33,8 @@ export interface PlaybackQuality {
   playedS: number;
   /** Samples taken. */
   samples: number;
-  /** The first stalls after settling: when (s after the first frame), how long, how much was buffered ahead as it began, and the player's catch-up seeks by then and target then. */
-  stallLog: { atS: number; ms: number; aheadS: number; seeks: number | null; target: number | null }[];
+  /** The first stalls after settling: when (s after the first frame), how long, how much was buffered ahead as it began, how long after the latest seek and pause it began, and the player's target then. */
+  stallLog: { atS: number; ms: number; aheadS: number; sinceSeekMs: number | null; sincePauseMs: number | null; target: number | null }[];
 }
 
 /** Starts the sampler; `settleMs`: stalls and lag before that long after the first frame are startup, not counted in the "after" figures. */
@@ -47,8 +47,12 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
       lastWall: number;
       stillSince: number | null;
       stillAhead: number;
-      stillPlayer: { catchUpSeeks: number; target: number } | null;
-      stallLog: { atS: number; ms: number; aheadS: number; seeks: number | null; target: number | null }[];
+      stillSinceSeek: number | null;
+      stillSincePause: number | null;
+      lastPauseAt: number | null;
+      stillTarget: number | null;
+      lastSeekAt: number | null;
+      stallLog: { atS: number; ms: number; aheadS: number; sinceSeekMs: number | null; sincePauseMs: number | null; target: number | null }[];
       stalls: number;
       stallsAfter: number;
       stalledMs: number;
@@ -65,14 +69,20 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
     const w = window as unknown as { __quality?: State };
     if (w.__quality) clearInterval(w.__quality.timer);
     const s: State = {
-      start: performance.now(), first: null, lastTime: 0, lastWall: performance.now(), stillSince: null, stillAhead: 0, stillPlayer: null, stallLog: [], stalls: 0, stallsAfter: 0,
+      start: performance.now(), first: null, lastTime: 0, lastWall: performance.now(), stillSince: null, stillAhead: 0, stillSinceSeek: null, stillSincePause: null, lastPauseAt: null, stillTarget: null, lastSeekAt: null, stallLog: [], stalls: 0, stallsAfter: 0,
       stalledMs: 0, jumps: 0, holes: 0, largestHole: 0, lags: [], paused: 0, playedFrom: null, samples: 0, error: null, timer: 0,
     };
     w.__quality = s;
+    let watched: HTMLVideoElement | null = null;
     s.timer = window.setInterval(() => {
       const video = document.querySelector('video');
       const now = performance.now();
       if (!video) return;
+      if (video !== watched) {
+        watched = video;
+        video.addEventListener('seeking', () => (s.lastSeekAt = performance.now()));
+        video.addEventListener('pause', () => (s.lastPauseAt = performance.now()));
+      }
       s.samples++;
       if (video.error) s.error = `${video.error.code}: ${video.error.message}`;
       const t = video.currentTime;
@@ -93,8 +103,9 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
         if (s.stillSince === null) {
           s.stillSince = s.lastWall;
           s.stillAhead = b.length > 0 ? b.end(b.length - 1) - t : 0;
-          const latency = (window as unknown as { player?: { latency: { catchUpSeeks: number; target: number } } }).player?.latency;
-          s.stillPlayer = latency ? { catchUpSeeks: latency.catchUpSeeks, target: latency.target } : null;
+          s.stillSinceSeek = s.lastSeekAt === null ? null : Math.round(s.lastWall - s.lastSeekAt);
+          s.stillSincePause = s.lastPauseAt === null ? null : Math.round(s.lastWall - s.lastPauseAt);
+          s.stillTarget = (window as unknown as { player?: { latency: { target: number } } }).player?.latency.target ?? null;
         }
       } else if (s.stillSince !== null) {
         const still = now - s.stillSince;
@@ -103,7 +114,7 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
           s.stalledMs += still;
           if (s.stillSince - s.first > settle) {
             s.stallsAfter++;
-            if (s.stallLog.length < 5) s.stallLog.push({ atS: (s.stillSince - s.first) / 1000, ms: Math.round(still), aheadS: s.stillAhead, seeks: s.stillPlayer?.catchUpSeeks ?? null, target: s.stillPlayer?.target ?? null });
+            if (s.stallLog.length < 5) s.stallLog.push({ atS: (s.stillSince - s.first) / 1000, ms: Math.round(still), aheadS: s.stillAhead, sinceSeekMs: s.stillSinceSeek, sincePauseMs: s.stillSincePause, target: s.stillTarget });
           }
         }
         s.stillSince = null;
@@ -158,6 +169,9 @@ export function describeQuality(q: PlaybackQuality): string {
   return (
     `first frame ${q.firstFrameMs} ms, played ${q.playedS.toFixed(1)} s, stalls ${q.stalls} (${q.stallsAfterSettle} after settling, ${q.stalledMs} ms), ` +
     `jumps ${q.jumps}, hole samples ${q.holeSamples} (largest ${q.largestHoleS.toFixed(3)} s), lag median ${q.lagMedianS.toFixed(2)} s max ${q.lagMaxS.toFixed(2)} s, ` +
-    `frames ${q.decodedFrames} decoded ${q.droppedFrames} dropped${q.error ? `, error ${q.error}` : ''}`
+    `frames ${q.decodedFrames} decoded ${q.droppedFrames} dropped${q.error ? `, error ${q.error}` : ''}` +
+    q.stallLog
+      .map((l) => `; stall at ${l.atS.toFixed(1)} s, ${l.ms} ms, ${l.aheadS.toFixed(2)} s buffered ahead${l.sinceSeekMs === null ? '' : `, ${l.sinceSeekMs} ms after a seek`}${l.sincePauseMs === null ? '' : `, ${l.sincePauseMs} ms after a pause`}${l.target === null ? '' : `, target ${l.target.toFixed(2)} s`}`)
+      .join('')
   );
 }

@@ -42,7 +42,7 @@ describe('no holes, no stalls: every engine at once, on a loaded machine and wit
       for (const [i, page] of pages.entries()) {
         const q = await readQuality(page);
         const s = await snapshot(page);
-        report(engines[i].name, engines[i].version, what, q, { target: Number(s.targetLatency.toFixed(2)), lead: Number(s.lead.toFixed(2)), mode: s.latencyMode, catchUpSeeks: s.catchUpSeeks, jumpsToLive: s.jumps, stalls: s.stalls, skips: s.skips });
+        report(engines[i].name, engines[i].version, what, q, { target: Number(s.targetLatency.toFixed(2)), lead: Number(s.lead.toFixed(2)), mode: s.latencyMode, catchUpSeeks: s.catchUpSeeks, jumpsToLive: s.jumps, stalls: s.stalls, skips: s.skips, pausesUndone: s.unexpectedPauses, refusedPlays: s.refusedPlays });
         results.push({ engine: engines[i], q });
       }
       return results;
