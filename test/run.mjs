@@ -9,8 +9,6 @@
 //   npm test                      every folder
 //   npm test -- relay streams     only these folders
 //   TEST_JOBS=2 npm test          two folders at a time
-//   npm test -- quality           the playback-quality goals, not yet met in WebKit
-//                                 (see the README): run only when named
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,10 +18,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(ROOT, 'dist/test');
 /** Rough wall times in this order, longest first; folders not listed go last. */
-const LONGEST_FIRST = ['engines', 'proxies', 'browser', 'publish', 'reliability', 'segments', 'record', 'streams', 'relay', 'webm'];
-
-/** Folders run only when named: goals the relay does not meet yet, measured on demand. */
-const ON_DEMAND = ['quality'];
+const LONGEST_FIRST = ['quality', 'engines', 'proxies', 'record', 'browser', 'publish', 'reliability', 'segments', 'streams', 'relay', 'webm'];
 
 const wanted = process.argv.slice(2);
 const folders = fs
@@ -31,7 +26,7 @@ const folders = fs
   .filter((e) => e.isDirectory() && e.name !== 'helpers')
   .map((e) => e.name)
   .filter((name) => fs.readdirSync(path.join(DIST, name), { recursive: true }).some((f) => String(f).endsWith('.test.js')))
-  .filter((name) => (wanted.length === 0 ? !ON_DEMAND.includes(name) : wanted.includes(name)))
+  .filter((name) => wanted.length === 0 || wanted.includes(name))
   .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 for (const name of wanted) if (!folders.includes(name)) console.error(`test: no test folder dist/test/${name}`);
 if (folders.length === 0 || folders.length < wanted.length) process.exit(2);
@@ -76,7 +71,6 @@ function runFolder(name) {
   });
 }
 
-if (wanted.length === 0) console.log(`not run unless named: ${ON_DEMAND.map((f) => `npm test -- ${f}`).join(', ')}`);
 const queue = [...folders];
 await Promise.all(
   Array.from({ length: Math.min(jobs, queue.length) }, async () => {
