@@ -52,9 +52,11 @@ export function childrenOf(pid: number): ProcInfo[] {
 
 /** The gst-launch-1.0 processes the relay `pid` has spawned and that are still alive. */
 export function gstChildren(pid: number): number[] {
-  // Encoders only: a snapshot decoder (fdsrc ... jpegenc, for the player's poster) is a short-lived gst-launch-1.0 child too.
+  // Encoders only, known by their muxer: a snapshot decoder (fdsrc ... jpegenc, for the
+  // player's poster) is a short-lived gst-launch-1.0 child too, and one that is exiting
+  // has an empty command line (it was counted as a second encoder once).
   return childrenOf(pid)
-    .filter((p) => p.comm === 'gst-launch-1.0' && !commandLine(p.pid).includes('jpegenc'))
+    .filter((p) => p.comm === 'gst-launch-1.0' && commandLine(p.pid).includes('webmmux'))
     .map((p) => p.pid);
 }
 
