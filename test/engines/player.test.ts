@@ -77,7 +77,7 @@ describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', funct
           expect(s.mediaErrors, JSON.stringify(s)).to.equal(0);
           expect(s.muted, 'the player keeps the video muted until the person unmutes').to.equal(true);
           // WebKit paused the video once a session (its autoplay policy, after a playbackRate
-          // change unmuted it) until the player kept muted video at volume 0: a freeze of up to 1 s.
+          // change unmuted it) until the player left the rate alone there: a freeze of up to 1 s.
           expect(s.unexpectedPauses, `${name} ${codec}: pauses the player had to undo`).to.equal(0);
         }
       });

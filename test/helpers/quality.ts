@@ -52,7 +52,7 @@ export async function installQuality(page: EnginePage, settleMs = 1000): Promise
       lastPauseAt: number | null;
       stillTarget: number | null;
       lastSeekAt: number | null;
-      stallLog: { atS: number; ms: number; aheadS: number; sinceSeekMs: number | null; sincePauseMs: number | null; target: number | null }[];
+      stallLog: PlaybackQuality['stallLog'];
       stalls: number;
       stallsAfter: number;
       stalledMs: number;
