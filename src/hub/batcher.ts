@@ -12,6 +12,15 @@ export interface MediaChunk {
 }
 
 /**
+ * Joins a chunk's parts into the one Buffer every viewer is sent. The relay's joins
+ * leave room for the HTTP framing around it (see server/transports.ts), so HTTP
+ * viewers are sent a view of the same memory rather than a framed copy.
+ */
+export type ChunkJoiner = (parts: readonly Buffer[], length: number) => Buffer;
+
+export const concatChunk: ChunkJoiner = (parts, length) => Buffer.concat(parts as Buffer[], length);
+
+/**
  * Gathers the stream's clusters and blocks into chunks, each joined once into one
  * Buffer that every viewer is then sent: one write per viewer per chunk, whatever
  * the number of blocks in it.
@@ -35,6 +44,7 @@ export class Batcher {
   constructor(
     private readonly coalesceMs: number,
     private readonly emit: (chunk: MediaChunk) => void,
+    private readonly join: ChunkJoiner = concatChunk,
   ) {}
 
   /** Whether the stream has video (set with each init segment). */
@@ -78,13 +88,15 @@ export class Batcher {
     this.cancelTimer();
     this.ready = false;
     if (this.parts.length === 0) return;
-    const data = Buffer.concat(this.parts);
-    let fromKeyframe: Buffer | null = null;
-    if (this.keyframeAt >= 0) {
-      let offset = 0;
-      for (let i = 0; i < this.keyframeAt; i++) offset += this.parts[i].length;
-      fromKeyframe = offset === 0 ? data : data.subarray(offset);
+    let length = 0;
+    let offset = 0;
+    for (let i = 0; i < this.parts.length; i++) {
+      if (i === this.keyframeAt) offset = length;
+      length += this.parts[i].length;
     }
+    const data = this.join(this.parts, length);
+    let fromKeyframe: Buffer | null = null;
+    if (this.keyframeAt >= 0) fromKeyframe = offset === 0 ? data : data.subarray(offset);
     this.parts = [];
     this.keyframeAt = -1;
     this.emit({ data, fromKeyframe });

@@ -1,7 +1,7 @@
 import { DEFAULT_LIMITS } from '../config/options.js';
 import type { CloseReason, StreamStats } from '../protocol.js';
 import type { BlockEvent, ClusterEvent, StreamSink, VersionedInit } from '../stream/events.js';
-import { Batcher, type MediaChunk } from './batcher.js';
+import { Batcher, concatChunk, type ChunkJoiner, type MediaChunk } from './batcher.js';
 import { GopCache } from './gop-cache.js';
 import { KeepAlive } from './keepalive.js';
 import { Pacing } from './pacing.js';
@@ -17,6 +17,8 @@ export interface HubOptions extends ViewerPolicy {
   coalesceMs: number;
   /** Most bytes of the current GOP kept for joining viewers (see GopCache). */
   maxGopBytes: number;
+  /** How a chunk's parts become the Buffer every viewer is sent (see ChunkJoiner). */
+  joinChunk: ChunkJoiner;
 }
 
 export const DEFAULT_HUB_OPTIONS: HubOptions = {
@@ -28,6 +30,7 @@ export const DEFAULT_HUB_OPTIONS: HubOptions = {
   producerGraceMs: DEFAULT_LIMITS.producerGraceMs,
   coalesceMs: 40,
   maxGopBytes: 32 << 20,
+  joinChunk: concatChunk,
 };
 
 /** What the hub knows of a stream's stats (src/protocol.ts defines them). */
@@ -60,7 +63,7 @@ export class Hub implements StreamSink {
   constructor(options: Partial<HubOptions> = {}, budget = new ViewerBudget(Infinity)) {
     this.options = { ...DEFAULT_HUB_OPTIONS, ...options };
     this.gop = new GopCache(this.options.maxGopBytes);
-    this.batcher = new Batcher(this.options.coalesceMs, (chunk) => this.fanOut(chunk));
+    this.batcher = new Batcher(this.options.coalesceMs, (chunk) => this.fanOut(chunk), this.options.joinChunk);
     this.viewers = new ViewerSet(this.options, budget);
   }
 

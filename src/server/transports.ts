@@ -21,6 +21,11 @@ class FrameCache {
     private readonly trailer: Buffer,
   ) {}
 
+  /** `frame` is `data` framed, made by whoever made `data` (see joinFramedForHttp). */
+  adopt(data: Buffer, frame: Buffer): void {
+    this.frames.set(data, frame);
+  }
+
   frame(data: Buffer): Buffer {
     if (data === this.lastData) return this.lastFrame!;
     let frame = this.frames.get(data);
@@ -35,7 +40,27 @@ class FrameCache {
 }
 
 /** HTTP/1.1 chunked encoding: `SIZE\r\n DATA \r\n`. */
-const httpChunks = new FrameCache((length) => Buffer.from(`${length.toString(16)}\r\n`, 'latin1'), Buffer.from('\r\n'));
+const httpChunkHead = (length: number) => `${length.toString(16)}\r\n`;
+const httpChunks = new FrameCache((length) => Buffer.from(httpChunkHead(length), 'latin1'), Buffer.from('\r\n'));
+
+/**
+ * The hub's chunk joiner (see ChunkJoiner): joins the parts inside their HTTP chunk
+ * frame and returns the data as a view of it. HTTP viewers are then sent the frame
+ * around the very bytes every other viewer gets: no second copy of each chunk, and a
+ * third less Buffer memory allocated per media byte, which V8 counts against the
+ * headroom that decides when it runs a full collection.
+ */
+export function joinFramedForHttp(parts: readonly Buffer[], length: number): Buffer {
+  const head = httpChunkHead(length);
+  const frame = Buffer.allocUnsafe(head.length + length + 2);
+  let at = frame.write(head, 0, 'latin1');
+  for (const part of parts) at += part.copy(frame, at);
+  frame[at] = 0x0d;
+  frame[at + 1] = 0x0a;
+  const data = frame.subarray(head.length, at);
+  httpChunks.adopt(data, frame);
+  return data;
+}
 
 /** RFC 6455 binary messages as a server sends them: FIN and opcode 2, unmasked, 7-, 16- or 64-bit length. */
 const webSocketMessages = new FrameCache((length) => {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { StreamConfig } from '../config/options.js';
+import type { ChunkJoiner } from '../hub/batcher.js';
 import { Hub } from '../hub/hub.js';
 import type { ViewerBudget } from '../hub/viewers.js';
 import { UpstreamPull } from '../ingest/pull.js';
@@ -24,6 +25,8 @@ export interface StreamContext {
   gstLaunch: string;
   /** The stream cannot go on (its encoder cannot start): the relay decides what that means. */
   fatal(message: string): void;
+  /** How the hub joins the chunks it sends viewers (default: Buffer.concat). */
+  joinChunk?: ChunkJoiner;
 }
 
 /**
@@ -71,6 +74,7 @@ export class Stream {
         maxQueueBytes: limits.maxQueueBytes,
         stallTimeoutMs: limits.stallTimeoutMs,
         producerGraceMs: limits.producerGraceMs,
+        ...(context.joinChunk ? { joinChunk: context.joinChunk } : {}),
       },
       context.budget,
     );

@@ -1,4 +1,8 @@
 /**
+ * HttpTransport writes each chunk as an HTTP/1.1 chunk straight to the socket; chunks
+ * the hub joined with joinFramedForHttp are sent as a view of their frame, others are
+ * framed in a copy. A real HTTP client must decode the body byte for byte.
+ *
  * WebSocketTransport frames media itself and writes it to the upgraded socket, beside
  * the frames `ws` writes (pongs, the init segment, close): a real `ws` client must read
  * every message whole and in order, at each of RFC 6455's three length encodings.
@@ -7,7 +11,7 @@ import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { WebSocketTransport } from '../../src/server/transports.js';
+import { HttpTransport, joinFramedForHttp, WebSocketTransport } from '../../src/server/transports.js';
 
 describe('WebSocket transport', () => {
   let server: http.Server;
@@ -60,5 +64,50 @@ describe('WebSocket transport', () => {
     expect(code).to.equal(1001);
     viewer.send(Buffer.from('after close'));
     expect(received).to.have.length(2 + sent.length + 1);
+  });
+});
+
+describe('HTTP transport', () => {
+  it('chunks joined in their frame, plain Buffers and views of a joined chunk decode byte for byte', async () => {
+    let transport!: HttpTransport;
+    const server = http.createServer((_req, res) => {
+      res.setHeader('Content-Type', 'video/webm');
+      transport = new HttpTransport(res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const body = new Promise<Buffer>((resolve, reject) =>
+        http.get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () => resolve(Buffer.concat(parts)));
+          res.on('error', reject);
+        }),
+      );
+      while (!transport) await new Promise((resolve) => setTimeout(resolve, 5));
+      const expected: Buffer[] = [];
+      const send = (data: Buffer) => {
+        transport.send(data);
+        expected.push(Buffer.from(data));
+      };
+      transport.sendInit({ segment: { bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } }, version: 1 } as never, false);
+      expected.push(Buffer.from('init'));
+      for (const size of [1, 15, 16, 255, 4095, 4096, 65536, 200_000]) {
+        const parts = [Buffer.alloc(size >> 1, size & 0xff), Buffer.alloc(size - (size >> 1), 0x5a)];
+        const joined = joinFramedForHttp(parts, size);
+        expect(joined.equals(Buffer.concat(parts)), `joined ${size}`).to.equal(true);
+        send(joined);
+        send(joined); // again: the same frame
+        if (size > 1) send(joined.subarray(size >> 1)); // a keyframe's part of a chunk: framed apart
+      }
+      send(Buffer.from('a plain Buffer'));
+      transport.close('shutdown');
+      const received = await body;
+      expect(received.length).to.equal(Buffer.concat(expected).length);
+      expect(received.equals(Buffer.concat(expected))).to.equal(true);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
