@@ -13,17 +13,23 @@ export async function waitUntil(page: EnginePage, what: string, check: () => boo
   }
 }
 
-/** The player page shows a picture and says it is live. */
-export function waitPlaying(page: EnginePage, timeoutMs = 20_000): Promise<void> {
-  return waitUntil(
-    page,
-    'the player to play',
-    () => {
-      const player = (window as unknown as { player?: { state: string; firstFrameMs: number | null } }).player;
-      return player?.state === 'playing' && player.firstFrameMs !== null;
-    },
-    timeoutMs,
-  );
+/** The player page shows a picture and says it is live; on a timeout, the error says what the player was doing. */
+export async function waitPlaying(page: EnginePage, timeoutMs = 20_000): Promise<void> {
+  try {
+    await waitUntil(
+      page,
+      'the player to play',
+      () => {
+        const player = (window as unknown as { player?: { state: string; firstFrameMs: number | null } }).player;
+        return player?.state === 'playing' && player.firstFrameMs !== null;
+      },
+      timeoutMs,
+    );
+  } catch (error) {
+    const player = await snapshot(page).catch((e: Error) => `no snapshot: ${e.message}`);
+    const video = await clock(page).catch(() => null);
+    throw new Error(`${(error as Error).message}; the player: ${JSON.stringify(player)}; the video: ${JSON.stringify(video)}`);
+  }
 }
 
 export function snapshot(page: EnginePage): Promise<PlayerSnapshot> {
