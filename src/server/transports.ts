@@ -21,9 +21,19 @@ class FrameCache {
     private readonly trailer: Buffer,
   ) {}
 
-  /** `frame` is `data` framed, made by whoever made `data` (see joinFramedForHttp). */
-  adopt(data: Buffer, frame: Buffer): void {
+  /**
+   * Joins `parts` inside their frame and returns the data as a view of it, its frame
+   * already known: framing it later costs no copy.
+   */
+  join(parts: readonly Buffer[], length: number): Buffer {
+    const header = this.header(length);
+    const frame = Buffer.allocUnsafe(header.length + length + this.trailer.length);
+    let at = header.copy(frame, 0);
+    for (const part of parts) at += part.copy(frame, at);
+    this.trailer.copy(frame, at);
+    const data = frame.subarray(header.length, at);
     this.frames.set(data, frame);
+    return data;
   }
 
   frame(data: Buffer): Buffer {
@@ -40,8 +50,7 @@ class FrameCache {
 }
 
 /** HTTP/1.1 chunked encoding: `SIZE\r\n DATA \r\n`. */
-const httpChunkHead = (length: number) => `${length.toString(16)}\r\n`;
-const httpChunks = new FrameCache((length) => Buffer.from(httpChunkHead(length), 'latin1'), Buffer.from('\r\n'));
+const httpChunks = new FrameCache((length) => Buffer.from(`${length.toString(16)}\r\n`, 'latin1'), Buffer.from('\r\n'));
 
 /**
  * The hub's chunk joiner (see ChunkJoiner): joins the parts inside their HTTP chunk
@@ -51,15 +60,7 @@ const httpChunks = new FrameCache((length) => Buffer.from(httpChunkHead(length),
  * headroom that decides when it runs a full collection.
  */
 export function joinFramedForHttp(parts: readonly Buffer[], length: number): Buffer {
-  const head = httpChunkHead(length);
-  const frame = Buffer.allocUnsafe(head.length + length + 2);
-  let at = frame.write(head, 0, 'latin1');
-  for (const part of parts) at += part.copy(frame, at);
-  frame[at] = 0x0d;
-  frame[at + 1] = 0x0a;
-  const data = frame.subarray(head.length, at);
-  httpChunks.adopt(data, frame);
-  return data;
+  return httpChunks.join(parts, length);
 }
 
 /** RFC 6455 binary messages as a server sends them: FIN and opcode 2, unmasked, 7-, 16- or 64-bit length. */
