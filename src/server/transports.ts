@@ -133,10 +133,13 @@ export class HttpTransport implements ViewerTransport {
   private takeSocket(): Socket | null {
     const response = this.response;
     if (response.writableEnded || response.destroyed) return null;
-    if (!response.headersSent) response.flushHeaders();
     const socket = response.socket;
-    // A response queued behind another on a kept-alive connection does not own its socket yet.
+    // A response queued behind another on a kept-alive connection does not own its socket
+    // yet: it is written through `response`, which puts the head first.
     if (!socket || (socket as Socket & { _httpMessage?: unknown })._httpMessage !== response || !socket.writable) return null;
+    // Even when `headersSent` is true: after writeHead() Node holds the head until the
+    // first write, and media written straight to the socket would precede it.
+    response.flushHeaders();
     // HTTP/1.0 clients get a body delimited by the connection's close, unframed.
     this.chunked = response.chunkedEncoding;
     this.socket = socket;
