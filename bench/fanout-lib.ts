@@ -1,7 +1,7 @@
 /**
  * Helpers for bench/fanout.ts: the recording, the paced send plan, /proc figures.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -165,6 +165,51 @@ export function cpuTimes(pid: number): { user: number; system: number } {
   } catch {
     return { user: 0, system: 0 };
   }
+}
+
+/** What `countEvents` counts: the kernel's side of a wake-up, a read and a write. */
+const COUNTED_EVENTS = {
+  read: 'syscalls:sys_enter_read',
+  write: 'syscalls:sys_enter_write',
+  'epoll wait': 'syscalls:sys_enter_epoll_pwait',
+  'context switch': 'context-switches',
+  'wake-up sent': 'sched:sched_waking',
+};
+
+/**
+ * Counts syscalls and scheduler events of a process with `perf stat` until the returned
+ * function is called, which resolves to counts per second (null where perf or its
+ * tracepoints are missing). What a stream costs apart from its bytes is mostly in these:
+ * CPU profiles of JavaScript do not see it.
+ */
+export function countEvents(pid: number): () => Promise<Record<string, number> | null> {
+  const file = path.join(os.tmpdir(), `fanout-perf-${pid}-${Date.now()}.txt`);
+  const started = performance.now();
+  const perf = spawn('perf', ['stat', '-x', ',', '-o', file, '-e', Object.values(COUNTED_EVENTS).join(','), '-p', String(pid)], { stdio: 'ignore' });
+  const exited = new Promise<number | null>((resolve) => {
+    perf.on('exit', resolve);
+    perf.on('error', () => resolve(null));
+  });
+  return async () => {
+    const seconds = (performance.now() - started) / 1000;
+    perf.kill('SIGINT');
+    await exited;
+    let text = '';
+    try {
+      text = fs.readFileSync(file, 'utf8');
+      fs.rmSync(file);
+    } catch {
+      return null;
+    }
+    const counts: Record<string, number> = {};
+    for (const [name, event] of Object.entries(COUNTED_EVENTS)) {
+      const line = text.split('\n').find((l) => l.split(',')[2] === event);
+      const value = Number(line?.split(',')[0]);
+      if (!Number.isFinite(value)) return null;
+      counts[name] = value / seconds;
+    }
+    return counts;
+  };
 }
 
 /** VmRSS and VmHWM, in bytes. */

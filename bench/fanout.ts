@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import { countEvents, cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
 import { freePort } from '../test/helpers/relay.js';
 
@@ -78,6 +78,8 @@ The 30 s recording is made once and cached in the temp directory (FANOUT_RERECOR
 makes a new one). The floor is bench/floor.c, compiled with cc.
 FANOUT_RELAY_ARGS="--join next-keyframe --max-queue 8M" sets relay options (written as
 top-level keys of its config file, so every stream's); FANOUT_RELAY_NODE_ARGS, node's.
+FANOUT_EVENTS=1 counts the server's reads, writes, epoll waits, context switches and
+wake-ups it sends in the window, per second (perf stat, as root).
 
 One stream against ten at the same 1000 viewers, relay only:
   npm run bench:fanout -- --viewers 1000 --streams 1,10 --targets relay,relay-ws --encoders none`;
@@ -114,6 +116,8 @@ const MULTI = STREAMS.some((s) => s !== 1);
 /** With no viewers, long enough for a few keyframes: each stream then holds what a joining viewer gets. */
 const IDLE_LIVE_MS = 3000;
 const WARMUP_MS = Number(process.env.FANOUT_WARMUP_MS ?? 2000);
+/** Syscalls and scheduler events of the server in the window, per second (`perf stat`). */
+const COUNT_EVENTS = process.env.FANOUT_EVENTS === '1';
 const CPUS = os.cpus().length;
 const PIN = (argv.pin ?? process.env.FANOUT_PIN ?? 'on') !== 'off' && CPUS >= 2;
 /** taskset CPU lists for the server under test and for the readers, when pinning. */
@@ -212,6 +216,12 @@ class Readers {
   }
 }
 
+function eventsText(events: Record<string, number> | null): string {
+  if (!COUNT_EVENTS) return '';
+  if (!events) return '; events: perf stat failed (perf and its syscall tracepoints, as root)';
+  return `; a second: ${Object.entries(events).map(([name, n]) => `${name} ${n.toFixed(0)}`).join(', ')}`;
+}
+
 interface FanoutResult {
   target: Target;
   viewers: number;
@@ -236,6 +246,8 @@ interface FanoutResult {
   samples: number;
   minMbps: number;
   errors: number;
+  /** Per second, with FANOUT_EVENTS=1 (null without, or without perf). */
+  events: Record<string, number> | null;
 }
 
 let floorPath: string | null | undefined;
@@ -382,6 +394,7 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
     await sleep(WARMUP_MS);
     readers.send('start');
     await readers.next('started');
+    const stopCounting = COUNT_EVENTS ? countEvents(pid) : null;
     const cpu0 = cpuTimes(pid);
     const rcpu0 = cpuSeconds(readers.child.pid!);
     const t0 = performance.now();
@@ -389,6 +402,7 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
     readers.send('stop');
     const cpu1 = cpuTimes(pid);
     const rcpu1 = cpuSeconds(readers.child.pid!);
+    const events = stopCounting ? await stopCounting() : null;
     const seconds = (performance.now() - t0) / 1000;
     const mem = memory(pid);
     const result = (await readers.next('result')) as {
@@ -420,6 +434,7 @@ async function runFanout(target: Target, viewers: number, streamCount: number, f
       samples: result.latency.count,
       minMbps: result.minBitrate / 1e6,
       errors: result.errors + result.closed,
+      events,
     };
   } finally {
     await readers.quit().catch(() => {});
@@ -545,6 +560,7 @@ function medianResult(results: FanoutResult[]): FanoutResult {
     samples: m('samples'),
     minMbps: m('minMbps'),
     errors: m('errors'),
+    events: results[0].events ? Object.fromEntries(Object.keys(results[0].events).map((k) => [k, median(results.map((r) => r.events?.[k] ?? NaN))])) : null,
   };
 }
 
@@ -582,7 +598,7 @@ async function main(): Promise<void> {
           if (streams !== 1 && !RELAYS.includes(target)) continue;
           const r = await runFanout(target, n, streams, file);
           console.log(
-            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores (${(r.systemShare * 100).toFixed(0)} % system), rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}`,
+            `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores (${(r.systemShare * 100).toFixed(0)} % system), rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}${eventsText(r.events)}`,
           );
           const key = `${target}/${n}/${streams}`;
           runs.set(key, [...(runs.get(key) ?? []), r]);
@@ -635,6 +651,7 @@ async function main(): Promise<void> {
     console.log('');
     console.log(`Streams: ${VIEWERS_ON === 'first' ? 'every viewer on the first of S streams, the others live with no viewers' : 'the same viewers spread evenly over S streams'}, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
     const rows: string[][] = [];
+    const eventLines: string[] = [];
     for (const n of VIEWERS) {
       for (const target of relayTargets) {
         const get = (streams: number) => (runs.has(`${target}/${n}/${streams}`) ? medianResult(runs.get(`${target}/${n}/${streams}`)!) : null);
@@ -650,12 +667,14 @@ async function main(): Promise<void> {
           if (!r) continue;
           const perStream = n % streams === 0 ? String(n / streams) : `${Math.floor(n / streams)}-${Math.ceil(n / streams)}`;
           rows.push([r.target, String(n), String(streams), perStream, f(r.cpu, 3), one ? f(r.cpu / one.cpu) : '-', perRepetition(streams), f(r.p50, 1), f(r.p99, 1), mib(r.hwm), f(r.minMbps)]);
+          if (COUNT_EVENTS) eventLines.push(`  ${r.target} ${n} viewers over ${streams} stream(s)${eventsText(r.events)}`);
         }
       }
     }
     console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'each repetition', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
     console.log('× 1 stream: CPU against the same number of viewers on one stream, from the medians (the goal: 1.15 or less with 100 viewers a stream);');
     console.log('each repetition: the lowest and highest ratio of one repetition\'s two measurements, taken back to back.');
+    if (eventLines.length > 0) console.log(`The server's events (medians):\n${eventLines.join('\n')}`);
     console.log('');
     const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
     console.log(
