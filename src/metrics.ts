@@ -9,10 +9,7 @@ import type { Stream } from './stream/stream.js';
  */
 export function createMetrics(relay: { streams: ReadonlyMap<string, Stream> }): Registry {
   const registry = new Registry();
-  // prom-client samples the event loop's delay with a 10 ms timer by default: 100
-  // wake-ups a second of a relay that has nothing else to do. 100 ms still shows a
-  // loop that lags.
-  collectDefaultMetrics({ register: registry, prefix: 'webm_relay_process_', eventLoopMonitoringPrecision: 100 });
+  collectDefaultMetrics({ register: registry, prefix: 'webm_relay_process_' });
   const snapshot = () => [...relay.streams.values()].map((s) => s.stats());
 
   const gauge = (name: string, help: string, read: (s: StreamStats) => number | Record<string, number>, extraLabel?: string) =>
