@@ -560,7 +560,8 @@ function medianResult(results: FanoutResult[]): FanoutResult {
     samples: m('samples'),
     minMbps: m('minMbps'),
     errors: m('errors'),
-    events: results[0].events ? Object.fromEntries(Object.keys(results[0].events).map((k) => [k, median(results.map((r) => r.events?.[k] ?? NaN))])) : null,
+    // A repetition perf could not count leaves the median unknown, not NaN.
+    events: results.every((r) => r.events) ? Object.fromEntries(Object.keys(results[0].events!).map((k) => [k, median(results.map((r) => r.events![k]))])) : null,
   };
 }
 
