@@ -70,14 +70,14 @@ describe('WebSocket transport', () => {
 describe('HTTP transport', () => {
   // The relay sets its headers one by one; a head written with writeHead() is held by
   // Node until the first write, and must still reach the socket before any media.
-  const heads = {
+  const startResponse = {
     'headers set one by one': (res: http.ServerResponse) => res.setHeader('Content-Type', 'video/webm'),
     'a head written with writeHead()': (res: http.ServerResponse) => res.writeHead(200, { 'Content-Type': 'video/webm' }),
   };
-  for (const [how, writeHead] of Object.entries(heads)) it(`chunks joined in their frame, plain Buffers and views of a joined chunk decode byte for byte (${how})`, async () => {
+  for (const [how, start] of Object.entries(startResponse)) it(`chunks joined in their frame, plain Buffers and views of a joined chunk decode byte for byte (${how})`, async () => {
     let transport!: HttpTransport;
     const server = http.createServer((_req, res) => {
-      writeHead(res);
+      start(res);
       transport = new HttpTransport(res);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
