@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { countEvents, cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
+import { countEvents, cpuSeconds, cpuTimes, encoderArgsWithSink, encoderConfig, machine, median, memory, pairedRatio, recording, sendPlan, sleep, VIDEO_BITRATE_KBPS } from './fanout-lib.js';
 import type { ReadersConfig } from './fanout-readers.js';
 import { freePort } from '../test/helpers/relay.js';
 
@@ -69,7 +69,10 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
   --targets LIST     servers: relay (HTTP), relay-ws (WebSocket), tcpserversink, floor
                      (FANOUT_TARGETS, default all four)
   --window S         measurement window in seconds (FANOUT_WINDOW_S, default 10)
-  --reps N           repetitions; the table shows medians (FANOUT_REPS, default 1)
+  --reps N           repetitions; the table shows medians (FANOUT_REPS, default 1).
+                     With several streams and 3 or more, the ratio to 1 stream is also
+                     pooled over the repetitions, with a 95 % bootstrap interval: on a
+                     noisy machine, --reps 8 says whether a ratio is beyond its noise
   --encoders LIST    viewer counts for one-encoder-per-viewer vs encode-once, or none
                      (FANOUT_ENCODERS, default 1,2,4)
   --pin on|off       server on CPU 0, readers on the others (FANOUT_PIN, default on)
@@ -663,18 +666,25 @@ async function main(): Promise<void> {
           const ratios = (runs.get(`${target}/${n}/${streams}`) ?? []).map((r, i) => r.cpu / ones[i]?.cpu).filter(Number.isFinite);
           return ratios.length === 0 || streams === 1 ? '-' : `${f(Math.min(...ratios))}-${f(Math.max(...ratios))}`;
         };
+        const pooled = (streams: number) => {
+          const ones = (runs.get(`${target}/${n}/1`) ?? []).map((r) => r.cpu);
+          const these = (runs.get(`${target}/${n}/${streams}`) ?? []).map((r) => r.cpu);
+          const p = streams === 1 ? null : pairedRatio(these, ones);
+          return p ? `${f(p.ratio)} (${f(p.low)}-${f(p.high)})` : '-';
+        };
         for (const streams of STREAMS) {
           const r = get(streams);
           if (!r) continue;
           const perStream = n % streams === 0 ? String(n / streams) : `${Math.floor(n / streams)}-${Math.ceil(n / streams)}`;
-          rows.push([r.target, String(n), String(streams), perStream, f(r.cpu, 3), one ? f(r.cpu / one.cpu) : '-', perRepetition(streams), f(r.p50, 1), f(r.p99, 1), mib(r.hwm), f(r.minMbps)]);
+          rows.push([r.target, String(n), String(streams), perStream, f(r.cpu, 3), one ? f(r.cpu / one.cpu) : '-', perRepetition(streams), pooled(streams), f(r.p50, 1), f(r.p99, 1), mib(r.hwm), f(r.minMbps)]);
           if (COUNT_EVENTS) eventLines.push(`  ${r.target} ${n} viewers over ${streams} stream(s)${eventsText(r.events)}`);
         }
       }
     }
-    console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'each repetition', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
+    console.log(table(['server', 'viewers', 'streams', 'per stream', 'CPU cores', '× 1 stream', 'each repetition', 'pooled (95 %)', 'lat p50 ms', 'lat p99 ms', 'peak RSS MiB', 'min Mbit/s'], rows));
     console.log('× 1 stream: CPU against the same number of viewers on one stream, from the medians (the goal: 1.15 or less with 100 viewers a stream);');
-    console.log('each repetition: the lowest and highest ratio of one repetition\'s two measurements, taken back to back.');
+    console.log('each repetition: the lowest and highest ratio of one repetition\'s two measurements, taken back to back;');
+    console.log('pooled: the mean CPU of every repetition against that of one stream, with the 95 % interval of a bootstrap over the repetitions\' pairs (3 repetitions or more).');
     if (eventLines.length > 0) console.log(`The server's events (medians):\n${eventLines.join('\n')}`);
     console.log('');
     const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
