@@ -91,6 +91,12 @@ export class Normalizer {
   /** Added to a producer's timestamps; fixed by the first block after each new header. */
   private offset = 0;
   private needOffset = true;
+  /**
+   * Set from a producer's first block until its first video frame: the offset placed its
+   * first block (often audio) one frame after the last, and the video that follows may
+   * have been timed before that block by its encoder.
+   */
+  private checkVideoSeam = false;
   private pending: PendingBlock[] = [];
   /** Latest input timestamp per track: a block may leave the window once every track has passed it. */
   private latestByTrack = new Map<number, number>();
@@ -129,6 +135,7 @@ export class Normalizer {
       this.out.init(next);
     }
     this.needOffset = true;
+    this.checkVideoSeam = this.lastVideoTime >= 0;
     this.waitForKeyframe = true;
     this.clusterTime = -1;
     this.latestByTrack.clear();
@@ -139,11 +146,19 @@ export class Normalizer {
     if (!this.current) return;
     if (this.needOffset) {
       // Continue where the previous producer stopped, one frame later.
-      const step = Math.max(1, Math.round(this.frameTicks || 20 * this.ticksPerMs));
-      this.offset = this.lastTime < 0 ? 0 : this.lastTime + step - block.timecode;
+      this.offset = this.lastTime < 0 ? 0 : this.lastTime + this.frameStep() - block.timecode;
       this.needOffset = false;
     }
-    const time = block.timecode + this.offset;
+    let time = block.timecode + this.offset;
+    if (this.checkVideoSeam && this.videoTracks.has(block.track)) {
+      // Its first video frame goes a whole frame after the last one: closer, a player
+      // that counts frames at the stream's rate (ffmpeg) finds two on one timestamp.
+      // The producer's blocks so far move with it, keeping their distance to it.
+      const shift = this.lastVideoTime + this.frameStep() - time;
+      if (shift > 0) this.shiftProducer(shift);
+      time += Math.max(0, shift);
+      this.checkVideoSeam = false;
+    }
     const pending = this.pending;
     let at = pending.length;
     while (at > 0 && pending[at - 1].time > time) at--;
@@ -152,6 +167,22 @@ export class Normalizer {
     pending.splice(at, 0, { block, time, arrived: performance.now(), streamAtArrival: this.newestInput });
     this.latestByTrack.set(block.track, Math.max(time, this.latestByTrack.get(block.track) ?? -Infinity));
     this.release();
+  }
+
+  /** The latest spacing of video frames, or 20 ms before there is one. */
+  private frameStep(): number {
+    return Math.max(1, Math.round(this.frameTicks || 20 * this.ticksPerMs));
+  }
+
+  /** Moves the current producer's timeline later. Everything pending came from it: its header flushed the rest. */
+  private shiftProducer(ticks: number): void {
+    this.offset += ticks;
+    for (const p of this.pending) {
+      p.time += ticks;
+      p.streamAtArrival += ticks;
+    }
+    for (const [track, t] of this.latestByTrack) this.latestByTrack.set(track, t + ticks);
+    this.newestInput += ticks;
   }
 
   /** Lets every held block go: the producer has ended, or a new one begins. */

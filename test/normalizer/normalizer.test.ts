@@ -6,7 +6,7 @@ import type { InitSegment } from '../../src/normalizer/init-segment.js';
 import { ffmpegErrors } from '../helpers/relay.js';
 import { feedNormalizer } from '../helpers/normalize.js';
 import { recordEncoder } from '../helpers/record.js';
-import { IDS, parseWebm, walkElements, type ParsedWebm } from '../helpers/ebml-builder.js';
+import { IDS, cluster, parseWebm, simpleBlock, streamHeader, walkElements, type ParsedWebm } from '../helpers/ebml-builder.js';
 
 /** Runs producers' streams, one after another, through splitter and normalizer; returns the output bytes. */
 function normalize(...producers: Buffer[]): { output: Buffer; inits: InitSegment[]; normalizer: Normalizer } {
@@ -180,5 +180,40 @@ describe('normalizer on real encoder output', function () {
     const defaultDurations = (b: Buffer) => b.toString('hex').match(/23e383/g)?.length ?? 0;
     expect(defaultDurations(parseWebm(vp8).headers[0].bytes)).to.equal(2);
     expect(defaultDurations(bytes)).to.equal(1);
+  });
+});
+
+describe('normalizer: the seam between two producers', () => {
+  /** A producer's stream: video every 33 ms from `video` on, audio every 20 ms from `audio` on, in the order given. */
+  function producer(blocks: { track: 1 | 2; at: number; keyframe?: boolean }[]): Buffer {
+    return Buffer.concat([streamHeader(), cluster(0, blocks.map((b) => simpleBlock({ track: b.track, relative: b.at, keyframe: b.keyframe ?? b.track === 2 })))]);
+  }
+  const inTimeOrder = (until: number) => {
+    const blocks: { track: 1 | 2; at: number; keyframe?: boolean }[] = [];
+    for (let t = 0; t <= until; t += 33) blocks.push({ track: 1, at: t, keyframe: t === 0 });
+    for (let t = 0; t <= until; t += 20) blocks.push({ track: 2, at: t });
+    return blocks.sort((a, b) => a.at - b.at || a.track - b.track);
+  };
+
+  it("a restarted producer whose audio comes before its first video frame: that frame still goes a whole frame after the last one, and the audio keeps its distance to it", () => {
+    // The first producer stops on an audio block 10 ms after its last video frame (990).
+    const first = producer(inTimeOrder(1000));
+    // The second sends audio stamped 40 ms before its keyframe stamped 0 (an encoder whose
+    // video starts late), then both in time order.
+    const second = producer([{ track: 2, at: 40 }, ...inTimeOrder(1000).filter((b) => b.track === 1 || b.at > 40)]);
+    const { output, normalizer } = normalize(first, second);
+    expect(normalizer.stats.seamlessRestarts).to.equal(1);
+    const blocks = parseWebm(output).blocks;
+    const video = blocks.filter((b) => b.track === 1).map((b) => b.timecode);
+    const gaps = video.slice(1).map((t, i) => t - video[i]);
+    expect(video, 'video frames of both producers').to.have.length(62);
+    expect(Math.min(...gaps), `gaps between video frames: ${gaps.join(' ')}`).to.equal(33);
+    const seam = video.indexOf(video[30] + 33);
+    expect(seam, 'the second producer continues one frame after the first').to.equal(31);
+    // Its audio keeps its time against its video: every 20 ms from 60 ms after the keyframe
+    // (the block stamped 40 came before any video, and nothing goes out before a keyframe).
+    const audioAfter = blocks.filter((b) => b.track === 2 && b.timecode >= video[31]).map((b) => b.timecode - video[31]);
+    expect(audioAfter.slice(0, 4)).to.deep.equal([60, 80, 100, 120]);
+    expect(backwardSteps(blocks)).to.equal(0);
   });
 });
