@@ -661,15 +661,14 @@ async function main(): Promise<void> {
         const get = (streams: number) => (runs.has(`${target}/${n}/${streams}`) ? medianResult(runs.get(`${target}/${n}/${streams}`)!) : null);
         const one = get(1);
         // Each repetition measures every count back to back: its own ratio is free of the machine's drift between repetitions.
+        const cpuOfEach = (streams: number) => (runs.get(`${target}/${n}/${streams}`) ?? []).map((r) => r.cpu);
         const perRepetition = (streams: number) => {
-          const ones = runs.get(`${target}/${n}/1`) ?? [];
-          const ratios = (runs.get(`${target}/${n}/${streams}`) ?? []).map((r, i) => r.cpu / ones[i]?.cpu).filter(Number.isFinite);
+          const ones = cpuOfEach(1);
+          const ratios = cpuOfEach(streams).map((cpu, i) => cpu / ones[i]).filter(Number.isFinite);
           return ratios.length === 0 || streams === 1 ? '-' : `${f(Math.min(...ratios))}-${f(Math.max(...ratios))}`;
         };
         const pooled = (streams: number) => {
-          const ones = (runs.get(`${target}/${n}/1`) ?? []).map((r) => r.cpu);
-          const these = (runs.get(`${target}/${n}/${streams}`) ?? []).map((r) => r.cpu);
-          const p = streams === 1 ? null : pairedRatio(these, ones);
+          const p = streams === 1 ? null : pairedRatio(cpuOfEach(streams), cpuOfEach(1));
           return p ? `${f(p.ratio)} (${f(p.low)}-${f(p.high)})` : '-';
         };
         for (const streams of STREAMS) {

@@ -135,7 +135,7 @@ export class Normalizer {
       this.out.init(next);
     }
     this.needOffset = true;
-    this.checkVideoSeam = this.lastVideoTime >= 0;
+    this.checkVideoSeam = this.lastVideoTime >= 0 && this.videoTracks.size > 0;
     this.waitForKeyframe = true;
     this.clusterTime = -1;
     this.latestByTrack.clear();
@@ -155,8 +155,10 @@ export class Normalizer {
       // that counts frames at the stream's rate (ffmpeg) finds two on one timestamp.
       // The producer's blocks so far move with it, keeping their distance to it.
       const shift = this.lastVideoTime + this.frameStep() - time;
-      if (shift > 0) this.shiftProducer(shift);
-      time += Math.max(0, shift);
+      if (shift > 0) {
+        this.shiftProducer(shift);
+        time += shift;
+      }
       this.checkVideoSeam = false;
     }
     const pending = this.pending;

@@ -184,10 +184,11 @@ describe('normalizer on real encoder output', function () {
 });
 
 describe('normalizer: the seam between two producers', () => {
-  /** A producer's stream: video every 33 ms from `video` on, audio every 20 ms from `audio` on, in the order given. */
+  /** A producer's stream: its header, then one cluster of these blocks (track 1 VP8, track 2 Opus) in the order given. */
   function producer(blocks: { track: 1 | 2; at: number; keyframe?: boolean }[]): Buffer {
     return Buffer.concat([streamHeader(), cluster(0, blocks.map((b) => simpleBlock({ track: b.track, relative: b.at, keyframe: b.keyframe ?? b.track === 2 })))]);
   }
+  /** Video every 33 ms and audio every 20 ms from 0 to `until`, in time order. */
   const inTimeOrder = (until: number) => {
     const blocks: { track: 1 | 2; at: number; keyframe?: boolean }[] = [];
     for (let t = 0; t <= until; t += 33) blocks.push({ track: 1, at: t, keyframe: t === 0 });
