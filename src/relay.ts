@@ -9,7 +9,7 @@ import { logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import type { RelayStats } from './protocol.js';
 import { createServer } from './server/app.js';
-import { joinFramedForHttp } from './server/transports.js';
+import { joinFramed } from './server/transports.js';
 import type { PublishSockets } from './server/publish-socket.js';
 import { Snapshots } from './stream/snapshot.js';
 import { Stream } from './stream/stream.js';
@@ -37,7 +37,7 @@ export class Relay {
     this.fatal = new Promise((resolve) => (this.reportFatal = resolve));
     const budget = new ViewerBudget(config.maxViewers);
     for (const streamConfig of config.streams) {
-      const stream = new Stream(streamConfig, { budget, gstLaunch: config.gstLaunch, fatal: (message) => this.reportFatal(message), joinChunk: joinFramedForHttp });
+      const stream = new Stream(streamConfig, { budget, gstLaunch: config.gstLaunch, fatal: (message) => this.reportFatal(message), joinChunk: joinFramed });
       this.streams.set(stream.name, stream);
     }
     this.snapshots = new Snapshots(this.streams, config.gstLaunch);

@@ -1,4 +1,5 @@
 import type { BlockEvent, ClusterEvent } from '../stream/events.js';
+import type { ViewersByTransport } from './viewers.js';
 
 /** A run of media bytes as it goes to every viewer. */
 export interface MediaChunk {
@@ -13,12 +14,14 @@ export interface MediaChunk {
 
 /**
  * Joins a chunk's parts into the one Buffer every viewer is sent. The relay's joins
- * leave room for the HTTP framing around it (see server/transports.ts), so HTTP
- * viewers are sent a view of the same memory rather than a framed copy.
+ * put it inside the framing of the transport most of the stream's viewers use (see
+ * server/transports.ts), so those viewers are sent a view of the same memory rather
+ * than a framed copy.
  */
-export type ChunkJoiner = (parts: readonly Buffer[], length: number) => Buffer;
+export type ChunkJoiner = (parts: readonly Buffer[], length: number, viewers: ViewersByTransport) => Buffer;
 
-export const concatChunk: ChunkJoiner = (parts, length) => Buffer.concat(parts as Buffer[], length);
+/** Joins without framing: for a hub whose viewers frame each chunk themselves. */
+export const concatChunk = (parts: readonly Buffer[], length: number): Buffer => Buffer.concat(parts as Buffer[], length);
 
 /**
  * Gathers the stream's clusters and blocks into chunks, each joined once into one
@@ -44,7 +47,7 @@ export class Batcher {
   constructor(
     private readonly coalesceMs: number,
     private readonly emit: (chunk: MediaChunk) => void,
-    private readonly join: ChunkJoiner = concatChunk,
+    private readonly join: (parts: readonly Buffer[], length: number) => Buffer = concatChunk,
   ) {}
 
   /** Whether the stream has video (set with each init segment). */

@@ -63,8 +63,9 @@ export class Hub implements StreamSink {
   constructor(options: Partial<HubOptions> = {}, budget = new ViewerBudget(Infinity)) {
     this.options = { ...DEFAULT_HUB_OPTIONS, ...options };
     this.gop = new GopCache(this.options.maxGopBytes);
-    this.batcher = new Batcher(this.options.coalesceMs, (chunk) => this.fanOut(chunk), this.options.joinChunk);
     this.viewers = new ViewerSet(this.options, budget);
+    const join = this.options.joinChunk;
+    this.batcher = new Batcher(this.options.coalesceMs, (chunk) => this.fanOut(chunk), (parts, length) => join(parts, length, this.viewers.byTransport));
   }
 
   get initSegment(): VersionedInit | null {

@@ -20,6 +20,9 @@ export interface ViewerTransport {
   close(reason: CloseReason): void;
 }
 
+/** How many of a stream's viewers use each transport, as they connect and leave. */
+export type ViewersByTransport = Readonly<Record<ViewerTransport['kind'], number>>;
+
 /** Viewers of every stream together, against the relay's --max-viewers. */
 export class ViewerBudget {
   used = 0;
@@ -63,6 +66,7 @@ export type ViewerCounters = Pick<StreamStats, 'bytesOut' | 'joins' | 'rejected'
  */
 export class ViewerSet {
   private readonly viewers = new Set<Viewer>();
+  private readonly connected = { http: 0, ws: 0 };
   readonly counters: ViewerCounters = { bytesOut: 0, joins: 0, rejected: 0, skips: 0, slowDisconnects: 0, stallDisconnects: 0 };
   private readonly stallTimer: NodeJS.Timeout;
 
@@ -76,6 +80,11 @@ export class ViewerSet {
 
   get size(): number {
     return this.viewers.size;
+  }
+
+  /** Connected viewers by transport, watching or not: what the chunk joiner frames for. */
+  get byTransport(): ViewersByTransport {
+    return this.connected;
   }
 
   /** Whether one more viewer may join this stream. */
@@ -93,6 +102,7 @@ export class ViewerSet {
     const viewer: Viewer = { transport, state: ViewerState.AwaitKeyframe, hasInit: false, sentBytes: 0, lastProgress: now, lastPending: 0 };
     this.viewers.add(viewer);
     this.budget.used++;
+    this.connected[transport.kind]++;
     this.counters.joins++;
     if (init) {
       viewer.hasInit = transport.sendInit(init, false);
@@ -107,6 +117,7 @@ export class ViewerSet {
   remove(viewer: Viewer, reason?: CloseReason): void {
     if (!this.viewers.delete(viewer)) return;
     this.budget.used--;
+    this.connected[viewer.transport.kind]--;
     if (reason) viewer.transport.close(reason);
   }
 

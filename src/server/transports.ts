@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
+import type { ChunkJoiner } from '../hub/batcher.js';
 import type { ViewerTransport } from '../hub/viewers.js';
 import { CLOSE_REASONS, type CloseReason, type StreamMessage, type StreamPacing } from '../protocol.js';
 import type { VersionedInit } from '../stream/events.js';
@@ -52,17 +53,6 @@ class FrameCache {
 /** HTTP/1.1 chunked encoding: `SIZE\r\n DATA \r\n`. */
 const httpChunks = new FrameCache((length) => Buffer.from(`${length.toString(16)}\r\n`, 'latin1'), Buffer.from('\r\n'));
 
-/**
- * The hub's chunk joiner (see ChunkJoiner): joins the parts inside their HTTP chunk
- * frame and returns the data as a view of it. HTTP viewers are then sent the frame
- * around the very bytes every other viewer gets: no second copy of each chunk, and a
- * third less Buffer memory allocated per media byte, which V8 counts against the
- * headroom that decides when it runs a full collection.
- */
-export function joinFramedForHttp(parts: readonly Buffer[], length: number): Buffer {
-  return httpChunks.join(parts, length);
-}
-
 /** RFC 6455 binary messages as a server sends them: FIN and opcode 2, unmasked, 7-, 16- or 64-bit length. */
 const webSocketMessages = new FrameCache((length) => {
   if (length < 126) return Buffer.from([0x82, length]);
@@ -77,6 +67,18 @@ const webSocketMessages = new FrameCache((length) => {
   }
   return header;
 }, Buffer.alloc(0));
+
+/**
+ * The hub's chunk joiner (see ChunkJoiner): joins the parts inside the frame of the
+ * transport most of the stream's viewers use, HTTP chunk or WebSocket message, and
+ * returns the data as a view of it. Those viewers are then sent the frame around the
+ * very bytes every other viewer gets: no second copy of each chunk, and a third less
+ * Buffer memory allocated per media byte, which V8 counts against the headroom that
+ * decides when it runs a full collection. Viewers of the other transport get a framed
+ * copy, made once per chunk for all of them.
+ */
+export const joinFramed: ChunkJoiner = (parts, length, viewers) =>
+  (viewers.ws > viewers.http ? webSocketMessages : httpChunks).join(parts, length);
 
 /**
  * An EBML Void element (ID 0xEC, one byte of payload): every WebM reader skips it,

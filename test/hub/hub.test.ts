@@ -6,7 +6,7 @@ import type { VersionedInit } from '../../src/stream/events.js';
 
 /** A transport that keeps what it is sent, and reports a backlog the test sets. */
 class RecordingTransport implements ViewerTransport {
-  readonly kind = 'http';
+  constructor(readonly kind: 'http' | 'ws' = 'http') {}
   received: Buffer[] = [];
   pendingBytes = 0;
   closed: string | null = null;
@@ -53,6 +53,22 @@ describe('hub', () => {
     const viewer = new RecordingTransport();
     hub.add(viewer);
     expect(Buffer.concat(viewer.received).length).to.equal(4 + 7 + 100 + 10 + 10);
+  });
+
+  it('tells its chunk joiner how many connected viewers use each transport, so it frames for the most', () => {
+    const told: string[] = [];
+    hub = new Hub({ joinChunk: (parts, length, viewers) => (told.push(`${viewers.http}/${viewers.ws}`), Buffer.concat(parts as Buffer[], length)) });
+    hub.initChanged({ segment: INIT, version: 1 });
+    frame(hub, 10, true);
+    const ws = [new RecordingTransport('ws'), new RecordingTransport('ws')].map((t) => hub.add(t)!);
+    hub.add(new RecordingTransport('http'));
+    frame(hub, 10, false);
+    hub.remove(ws[0]);
+    frame(hub, 10, false);
+    hub.remove(ws[0]); // twice: counted once
+    hub.remove(ws[1], 'shutdown');
+    frame(hub, 10, false);
+    expect(told).to.deep.equal(['0/0', '1/2', '1/1', '1/0']);
   });
 
   it('keeps at most maxGopBytes for joiners; past it they wait for the next keyframe', () => {

@@ -1,17 +1,27 @@
 /**
  * HttpTransport writes each chunk as an HTTP/1.1 chunk straight to the socket; chunks
- * the hub joined with joinFramedForHttp are sent as a view of their frame, others are
- * framed in a copy. A real HTTP client must decode the body byte for byte.
+ * the hub joined with joinFramed for a mostly-HTTP audience are sent as a view of their
+ * frame, others are framed in a copy. A real HTTP client must decode the body byte for
+ * byte.
  *
  * WebSocketTransport frames media itself and writes it to the upgraded socket, beside
- * the frames `ws` writes (pongs, the init segment, close): a real `ws` client must read
- * every message whole and in order, at each of RFC 6455's three length encodings.
+ * the frames `ws` writes (pongs, the init segment, close), a view of the joined frame
+ * when the audience is mostly WebSocket: a real `ws` client must read every message
+ * whole and in order, at each of RFC 6455's three length encodings.
  */
 import { expect } from 'chai';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { HttpTransport, joinFramedForHttp, WebSocketTransport } from '../../src/server/transports.js';
+import { HttpTransport, joinFramed, WebSocketTransport } from '../../src/server/transports.js';
+
+/** `size` bytes in two parts, joined as the hub joins a chunk for an audience of `viewers`. */
+function joinedFor(viewers: { http: number; ws: number }, size: number, fill: number): Buffer {
+  const parts = [Buffer.alloc(size >> 1, fill), Buffer.alloc(size - (size >> 1), 0x5a)];
+  const joined = joinFramed(parts, size, viewers);
+  expect(joined.equals(Buffer.concat(parts)), `joined ${size}`).to.equal(true);
+  return joined;
+}
 
 describe('WebSocket transport', () => {
   let server: http.Server;
@@ -39,7 +49,8 @@ describe('WebSocket transport', () => {
     const viewer = await transport;
 
     const sizes = [1, 125, 126, 127, 1000, 65535, 65536, 200_000];
-    const sent = sizes.map((size, i) => Buffer.alloc(size, i + 1));
+    // Each size three ways: a plain Buffer, joined inside its WebSocket frame, joined inside an HTTP chunk's.
+    const sent = sizes.flatMap((size, i) => [Buffer.alloc(size, i + 1), joinedFor({ http: 0, ws: 3 }, size, i), joinedFor({ http: 2, ws: 1 }, size, i)]);
     viewer.sendInit({ segment: { bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } }, version: 1 } as never);
     for (const data of sent) {
       viewer.send(data);
@@ -56,7 +67,7 @@ describe('WebSocket transport', () => {
     expect(received[1].data.toString()).to.equal('init');
     const media = received.slice(2);
     expect(media.every((m) => m.binary)).to.equal(true);
-    expect(media.map((m) => m.data.length)).to.deep.equal([...sizes, sizes[2]]);
+    expect(media.map((m) => m.data.length)).to.deep.equal([...sent.map((data) => data.length), sent[2].length]);
     media.forEach((m, i) => expect(m.data.equals(i < sent.length ? sent[i] : sent[2]), `message ${i}`).to.equal(true));
 
     viewer.close('shutdown');
@@ -99,12 +110,11 @@ describe('HTTP transport', () => {
       transport.sendInit({ segment: { bytes: Buffer.from('init'), info: { mimeType: 'video/webm', tracks: [] } }, version: 1 } as never, false);
       expected.push(Buffer.from('init'));
       for (const size of [1, 15, 16, 255, 4095, 4096, 65536, 200_000]) {
-        const parts = [Buffer.alloc(size >> 1, size & 0xff), Buffer.alloc(size - (size >> 1), 0x5a)];
-        const joined = joinFramedForHttp(parts, size);
-        expect(joined.equals(Buffer.concat(parts)), `joined ${size}`).to.equal(true);
+        const joined = joinedFor({ http: 3, ws: 1 }, size, size & 0xff);
         send(joined);
         send(joined); // again: the same frame
         if (size > 1) send(joined.subarray(size >> 1)); // a keyframe's part of a chunk: framed apart
+        send(joinedFor({ http: 1, ws: 2 }, size, size & 0xff)); // joined inside a WebSocket frame: framed apart
       }
       send(Buffer.from('a plain Buffer'));
       transport.close('shutdown');
