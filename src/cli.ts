@@ -10,7 +10,7 @@ const log = logger('relay');
 /**
  * How far V8 lets the old generation grow past what a full collection left, in percent.
  * Every media byte passes through a few Buffers (the socket read, the chunk all viewers
- * are sent, its HTTP framing, the segment window), and V8 counts Buffer memory not yet
+ * are sent, its framing for one transport, the segment window), and V8 counts Buffer memory not yet
  * reclaimed against the old generation's headroom. With its own heuristic that headroom
  * is about 8 MB on a relay: ten 2 Mbit/s streams allocate that in a second, and V8 ran a
  * full mark-compact every second (30-40 ms of CPU each, most of what ten streams cost

@@ -20,8 +20,11 @@ export interface ViewerTransport {
   close(reason: CloseReason): void;
 }
 
+/** A count of viewers for each transport. */
+type CountByTransport = Record<ViewerTransport['kind'], number>;
+
 /** How many of a stream's viewers use each transport, as they connect and leave. */
-export type ViewersByTransport = Readonly<Record<ViewerTransport['kind'], number>>;
+export type ViewersByTransport = Readonly<CountByTransport>;
 
 /** Viewers of every stream together, against the relay's --max-viewers. */
 export class ViewerBudget {
@@ -66,7 +69,7 @@ export type ViewerCounters = Pick<StreamStats, 'bytesOut' | 'joins' | 'rejected'
  */
 export class ViewerSet {
   private readonly viewers = new Set<Viewer>();
-  private readonly connected = { http: 0, ws: 0 };
+  private readonly connected: CountByTransport = { http: 0, ws: 0 };
   readonly counters: ViewerCounters = { bytesOut: 0, joins: 0, rejected: 0, skips: 0, slowDisconnects: 0, stallDisconnects: 0 };
   private readonly stallTimer: NodeJS.Timeout;
 
@@ -179,8 +182,8 @@ export class ViewerSet {
    * Browsers open and drop probe requests on <video src>: a connection counts as a
    * viewer once its socket has taken media, more than the init segment.
    */
-  countWatching(): { http: number; ws: number } {
-    const byTransport = { http: 0, ws: 0 };
+  countWatching(): CountByTransport {
+    const byTransport: CountByTransport = { http: 0, ws: 0 };
     for (const viewer of this.viewers) {
       if (viewer.sentBytes > viewer.transport.pendingBytes) byTransport[viewer.transport.kind]++;
     }
