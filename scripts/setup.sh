@@ -35,6 +35,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v tc >/dev/null || need+=(iproute2)
   # VP8/VP9 decoding in WebKitGTK's media backend (GStreamer).
   gst-inspect-1.0 vp8dec >/dev/null 2>&1 || need+=(gstreamer1.0-plugins-good)
+  # Where a hung browser's web process waits, printed by the engine tests (test/helpers/engines.ts).
+  command -v gdb >/dev/null || need+=(gdb)
   # The Varnish tier's tests (test/segments) compile their VCL with cc.
   command -v cc >/dev/null || need+=(gcc libc6-dev)
 fi

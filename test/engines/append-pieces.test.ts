@@ -8,6 +8,7 @@ import { ENGINES, launchEngine, type Engine } from '../helpers/engines.js';
 import { ffmpegArgs, mediaDir } from '../helpers/media.js';
 import { parseWebm } from '../helpers/ebml-builder.js';
 import { feedNormalizer } from '../helpers/normalize.js';
+import { retryOnceIfHung } from './common.js';
 
 /** Producer bytes through splitter and normalizer: what `/live.webm` carries for that producer. */
 function normalize(bytes: Buffer): Buffer {
@@ -64,39 +65,46 @@ describe('MSE appends in small pieces: no hole at any keyframe, in every engine'
   for (const name of ENGINES) {
     it(`${name}: the stream appended in 1,000-byte pieces is buffered as one range`, async function () {
       let engine: Engine | null = null;
-      try {
-        engine = await launchEngine(name);
-        const page = await engine.newPage();
-        await page.goto(`${base}/`);
-        const result = await page.evaluate(async (piece: number) => {
-          const bytes = new Uint8Array(await (await fetch('/stream.webm')).arrayBuffer());
-          const video = document.querySelector('video')!;
-          const source = new MediaSource();
-          video.src = URL.createObjectURL(source);
-          await new Promise((resolve) => source.addEventListener('sourceopen', resolve, { once: true }));
-          const buffer = source.addSourceBuffer('video/webm; codecs="vp8,opus"');
-          const ranges = () => Array.from({ length: buffer.buffered.length }, (_, i) => [buffer.buffered.start(i), buffer.buffered.end(i)]);
-          /** The first append after which `buffered` had more than one range. */
-          let firstSplit: { at: number; ranges: number[][] } | null = null;
-          for (let at = 0; at < bytes.length; at += piece) {
-            buffer.appendBuffer(bytes.subarray(at, at + piece));
-            await new Promise((resolve, reject) => {
-              buffer.addEventListener('updateend', resolve, { once: true });
-              buffer.addEventListener('error', () => reject(new Error(`append at byte ${at} failed`)), { once: true });
-            });
-            if (!firstSplit && buffer.buffered.length > 1) firstSplit = { at, ranges: ranges() };
-          }
-          return { ranges: ranges(), firstSplit, error: video.error ? `${video.error.code}: ${video.error.message}` : null };
-        }, 1000);
-        console.log(`      ${engine.version}: buffered ${JSON.stringify(result.ranges.map((r) => r.map((t) => Number(t.toFixed(3)))))}, keyframes at ${keyframes.map((t) => t.toFixed(2)).join(', ')} s`);
-        expect(result.error).to.equal(null);
-        expect(result.firstSplit, 'a hole in buffered after an append').to.equal(null);
-        expect(result.ranges).to.have.length(1);
-        expect(result.ranges[0][0]).to.be.below(0.2);
-        expect(result.ranges[0][1]).to.be.above(11.5);
-      } finally {
+      const closeEngine = async () => {
         await engine?.close();
-      }
+        engine = null;
+      };
+      // Once more with a fresh browser if it hangs (a WebKitGTK bug: see EngineHungError).
+      await retryOnceIfHung(`${name}: appends in pieces`, closeEngine, async () => {
+        try {
+          engine = await launchEngine(name);
+          const page = await engine.newPage();
+          await page.goto(`${base}/`);
+          const result = await page.evaluate(async (piece: number) => {
+            const bytes = new Uint8Array(await (await fetch('/stream.webm')).arrayBuffer());
+            const video = document.querySelector('video')!;
+            const source = new MediaSource();
+            video.src = URL.createObjectURL(source);
+            await new Promise((resolve) => source.addEventListener('sourceopen', resolve, { once: true }));
+            const buffer = source.addSourceBuffer('video/webm; codecs="vp8,opus"');
+            const ranges = () => Array.from({ length: buffer.buffered.length }, (_, i) => [buffer.buffered.start(i), buffer.buffered.end(i)]);
+            /** The first append after which `buffered` had more than one range. */
+            let firstSplit: { at: number; ranges: number[][] } | null = null;
+            for (let at = 0; at < bytes.length; at += piece) {
+              buffer.appendBuffer(bytes.subarray(at, at + piece));
+              await new Promise((resolve, reject) => {
+                buffer.addEventListener('updateend', resolve, { once: true });
+                buffer.addEventListener('error', () => reject(new Error(`append at byte ${at} failed`)), { once: true });
+              });
+              if (!firstSplit && buffer.buffered.length > 1) firstSplit = { at, ranges: ranges() };
+            }
+            return { ranges: ranges(), firstSplit, error: video.error ? `${video.error.code}: ${video.error.message}` : null };
+          }, 1000);
+          console.log(`      ${engine.version}: buffered ${JSON.stringify(result.ranges.map((r) => r.map((t) => Number(t.toFixed(3)))))}, keyframes at ${keyframes.map((t) => t.toFixed(2)).join(', ')} s`);
+          expect(result.error).to.equal(null);
+          expect(result.firstSplit, 'a hole in buffered after an append').to.equal(null);
+          expect(result.ranges).to.have.length(1);
+          expect(result.ranges[0][0]).to.be.below(0.2);
+          expect(result.ranges[0][1]).to.be.above(11.5);
+        } finally {
+          await closeEngine();
+        }
+      });
     });
   }
 });

@@ -1,13 +1,17 @@
 /** What the engine tests share: waiting on a page, the quality report, a CPU hog. */
 import { appendFileSync } from 'node:fs';
-import type { EnginePage } from '../helpers/engines.js';
+import { EngineHungError, type EnginePage } from '../helpers/engines.js';
 import type { PlayerSnapshot } from '../helpers/browser.js';
 import { describeQuality, type PlaybackQuality } from '../helpers/quality.js';
 
 export async function waitUntil(page: EnginePage, what: string, check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (await page.evaluate(check).catch(() => false)) return;
+    const done = await page.evaluate(check).catch((error) => {
+      if (error instanceof EngineHungError) throw error;
+      return false;
+    });
+    if (done) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -26,9 +30,26 @@ export async function waitPlaying(page: EnginePage, timeoutMs = 20_000): Promise
       timeoutMs,
     );
   } catch (error) {
+    if (error instanceof EngineHungError) throw error;
     const player = await snapshot(page).catch((e: Error) => `no snapshot: ${e.message}`);
     const video = await clock(page).catch(() => null);
     throw new Error(`${(error as Error).message}; the player: ${JSON.stringify(player)}; the video: ${JSON.stringify(video)}`);
+  }
+}
+
+/**
+ * Runs `attempt`; if a page stopped answering (a browser bug, see EngineHungError), says
+ * so, runs `cleanUp` and then `attempt` once more with fresh pages. Any other failure, or
+ * a second hang, fails the test.
+ */
+export async function retryOnceIfHung<T>(what: string, cleanUp: () => Promise<void>, attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (error) {
+    if (!(error instanceof EngineHungError)) throw error;
+    console.log(`      ${what}: the browser stopped answering, once; starting over with a fresh one. ${error.message}`);
+    await cleanUp();
+    return await attempt();
   }
 }
 

@@ -17,6 +17,18 @@ export const ENGINES: EngineName[] = ['chromium', 'firefox', 'webkit'];
 export const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 export const MINIBROWSER = process.env.MINIBROWSER_PATH ?? '/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser';
 
+/**
+ * The page stopped answering: its browser's web process hung or crashed. WebKitGTK 2.50's
+ * web process deadlocks now and then as a page starts a video (MSE or a plain `<video
+ * src>`): its main thread waits in `gst_element_send_event` on a GStreamer streaming
+ * thread that waits on the main thread. No script runs in the page again, so no player
+ * can notice or recover; a test may start over with a fresh browser (see
+ * `retryOnceIfHung` in test/engines/common.ts).
+ */
+export class EngineHungError extends Error {
+  override name = 'EngineHungError';
+}
+
 export interface EnginePage {
   goto(url: string): Promise<void>;
   /** Runs `fn(arg)` in the page (it may return a promise) and returns its JSON-serialisable result. */
@@ -122,16 +134,62 @@ async function startXvfb(): Promise<{ display: string; process: ChildProcess }> 
   return { display, process: xvfb };
 }
 
-async function webdriver<T>(base: string, method: string, route: string, body?: unknown, timeoutMs = 60_000): Promise<T> {
-  const response = await fetch(`${base}${route}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
+/** A script's own time limit in the page; the driver's answer may take a little longer. */
+const SCRIPT_TIMEOUT_MS = 60_000;
+
+async function webdriver<T>(base: string, method: string, route: string, body?: unknown, timeoutMs = SCRIPT_TIMEOUT_MS + 5000): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(`${base}${route}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    // The driver answers a script that overran with an error of its own: no answer at all is the web process.
+    if ((error as Error).name === 'TimeoutError' && route.includes('/execute/')) {
+      throw new EngineHungError(`WebKit's page did not answer a script in ${timeoutMs} ms. ${describeWebProcesses()}`);
+    }
+    throw error;
+  }
   const json = (await response.json()) as { value: T & { error?: string; message?: string } };
-  if (!response.ok) throw new Error(`WebDriver ${method} ${route}: ${json.value?.error}: ${json.value?.message}`);
+  if (!response.ok) {
+    const message = `WebDriver ${method} ${route}: ${json.value?.error}: ${json.value?.message}`;
+    if (/crash or hang/.test(json.value?.message ?? '')) throw new EngineHungError(`${message}. ${describeWebProcesses()}`);
+    throw new Error(message);
+  }
   return json.value;
+}
+
+/**
+ * Each WebKit web process's CPU time and, where gdb is installed, where its main thread
+ * waits (the named frames only: the packages carry no symbols for WebKit's own frames).
+ */
+function describeWebProcesses(): string {
+  const ps = spawnSync('pgrep', ['-f', 'WebKitWebProcess'], { encoding: 'utf8' });
+  const pids = ps.stdout.split('\n').filter(Boolean);
+  const gdb = spawnSync('gdb', ['--version']).status === 0;
+  const lines = pids.map((pid) => {
+    const cpu = spawnSync('ps', ['-o', 'time=', '-p', pid], { encoding: 'utf8' }).stdout.trim();
+    if (!gdb) return `web process ${pid}: CPU ${cpu}`;
+    const bt = spawnSync('gdb', ['-p', pid, '-batch', '-ex', 'thread 1', '-ex', 'bt'], { encoding: 'utf8', timeout: 20_000 }).stdout ?? '';
+    const frames = [...bt.matchAll(/^#\d+ +(?:0x[0-9a-f]+ in )?([A-Za-z_][\w:~<>]*) \(/gm)].map((m) => m[1]);
+    const named = [...new Set(frames)].slice(0, 10);
+    return `web process ${pid}: CPU ${cpu}, main thread in ${named.join(' < ') || '?'}`;
+  });
+  return lines.join('; ') || 'no WebKit web process';
+}
+
+/** The processes below `pid`, children before grandchildren. */
+function descendants(pid: number): number[] {
+  const table = spawnSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' }).stdout.trim().split('\n').map((line) => line.trim().split(/\s+/).map(Number));
+  const found: number[] = [];
+  for (let parents = [pid]; parents.length > 0; ) {
+    parents = table.filter(([, ppid]) => parents.includes(ppid)).map(([child]) => child);
+    found.push(...parents);
+  }
+  return found;
 }
 
 /** A WebKitWebDriver on a free port; it holds one session (one MiniBrowser) at a time. */
@@ -144,7 +202,17 @@ async function startWebKitDriver(display: string): Promise<{ base: string; stop(
   let driverLog = '';
   driver.stderr!.on('data', (chunk) => (driverLog = (driverLog + chunk).slice(-4000)));
   const base = `http://127.0.0.1:${port}`;
-  const stop = () => void driver.kill('SIGKILL');
+  // The browser and its web processes too: a hung web process outlives its browser otherwise.
+  const stop = () => {
+    for (const pid of descendants(driver.pid!)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    driver.kill('SIGKILL');
+  };
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
@@ -199,14 +267,17 @@ async function launchWebKit(): Promise<Engine> {
         driver.stop();
       };
       closers.add(close);
-      await webdriver(base, 'POST', `${route}/timeouts`, { script: 60_000 });
+      await webdriver(base, 'POST', `${route}/timeouts`, { script: SCRIPT_TIMEOUT_MS });
       return {
         async goto(url) {
           await webdriver(base, 'POST', `${route}/url`, { url });
           // pageLoadStrategy none returns at once: wait for the document to exist.
           const deadline = Date.now() + 30_000;
           while (Date.now() < deadline) {
-            const state = await webdriver<string>(base, 'POST', `${route}/execute/sync`, { script: 'return document.readyState + " " + location.href', args: [] }).catch(() => '');
+            const state = await webdriver<string>(base, 'POST', `${route}/execute/sync`, { script: 'return document.readyState + " " + location.href', args: [] }).catch((error) => {
+              if (error instanceof EngineHungError) throw error;
+              return '';
+            });
             if (/^(interactive|complete) /.test(state) && state.includes(new URL(url).host)) return;
             await new Promise((r) => setTimeout(r, 100));
           }

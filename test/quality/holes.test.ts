@@ -7,7 +7,7 @@ import { ENGINES, launchEngine, type Engine, type EnginePage } from '../helpers/
 import { installQuality, readQuality, type PlaybackQuality } from '../helpers/quality.js';
 import { cpuHog, killTracked, startTcpRelay, track } from '../helpers/faults.js';
 import { sleep, startRelay, waitLive, type RunningRelay } from '../helpers/relay.js';
-import { report, snapshot } from '../engines/common.js';
+import { report, retryOnceIfHung, snapshot } from '../engines/common.js';
 
 /**
  * The stream carries no holes, whatever the producer: a starved encoder that drops frames,
@@ -27,8 +27,15 @@ describe('no holes, no stalls: every engine at once, on a loaded machine and wit
     await killTracked();
   });
 
-  /** Opens the player page in every engine, watches for `seconds`, returns each engine's figures. */
-  async function watchAll(relay: RunningRelay, seconds: number, what: string): Promise<{ engine: Engine; q: PlaybackQuality }[]> {
+  /**
+   * Opens the player page in every engine, watches for `seconds`, returns each engine's
+   * figures; once more, with fresh pages, if a browser hangs (a WebKitGTK bug: see EngineHungError).
+   */
+  function watchAll(relay: RunningRelay, seconds: number, what: string): Promise<{ engine: Engine; q: PlaybackQuality }[]> {
+    return retryOnceIfHung(what, async () => {}, () => watchOnce(relay, seconds, what));
+  }
+
+  async function watchOnce(relay: RunningRelay, seconds: number, what: string): Promise<{ engine: Engine; q: PlaybackQuality }[]> {
     const pages: EnginePage[] = [];
     try {
       for (const engine of engines) {
