@@ -36,8 +36,14 @@ export class KeepAlive {
     const now = Date.now();
     for (const viewer of this.viewers()) {
       const last = this.seen.get(viewer);
-      if (!last || last.sentBytes !== viewer.sentBytes) {
+      if (!last) {
         this.seen.set(viewer, { sentBytes: viewer.sentBytes, since: now });
+        continue;
+      }
+      // Updated in place: while media flows every viewer takes this branch on every check.
+      if (last.sentBytes !== viewer.sentBytes) {
+        last.sentBytes = viewer.sentBytes;
+        last.since = now;
         continue;
       }
       // Bytes still queued will reach the proxy anyway; a viewer that reads nothing is the stall policy's.

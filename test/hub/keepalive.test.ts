@@ -33,4 +33,28 @@ describe('hub: keep-alive policy', () => {
     expect(backlogged.keepAlives).to.equal(0);
     expect(keepAlive.sent).to.equal(idle.keepAlives);
   });
+
+  it('counts the idle time of a viewer whose media stopped from its last media, not from when it was first seen', async () => {
+    const stopping = viewer();
+    let firstKeepAliveAt = -1;
+    stopping.transport.keepAlive = () => {
+      stopping.keepAlives++;
+      if (firstKeepAliveAt < 0) firstKeepAliveAt = Date.now();
+    };
+    const keepAlive = new KeepAlive(() => [stopping], 100);
+    const ticker = setInterval(() => (stopping.sentBytes += 100), 20);
+    let lastMediaAt = 0;
+    try {
+      await sleep(400);
+      clearInterval(ticker);
+      lastMediaAt = Date.now();
+      await sleep(400);
+    } finally {
+      clearInterval(ticker);
+      keepAlive.close();
+    }
+    expect(stopping.keepAlives).to.be.at.least(1);
+    // Timers may fire late, never early: the idle time runs from a check that saw the last media.
+    expect(firstKeepAliveAt - lastMediaAt, 'ms from the last media to the first keep-alive').to.be.at.least(99);
+  });
 });
