@@ -64,13 +64,9 @@ describe('MSE appends in small pieces: no hole at any keyframe, in every engine'
 
   for (const name of ENGINES) {
     it(`${name}: the stream appended in 1,000-byte pieces is buffered as one range`, async function () {
-      let engine: Engine | null = null;
-      const closeEngine = async () => {
-        await engine?.close();
-        engine = null;
-      };
       // Once more with a fresh browser if it hangs (a WebKitGTK bug: see EngineHungError).
-      await retryOnceIfHung(`${name}: appends in pieces`, closeEngine, async () => {
+      await retryOnceIfHung(`${name}: appends in pieces`, async () => {}, async () => {
+        let engine: Engine | null = null;
         try {
           engine = await launchEngine(name);
           const page = await engine.newPage();
@@ -102,7 +98,7 @@ describe('MSE appends in small pieces: no hole at any keyframe, in every engine'
           expect(result.ranges[0][0]).to.be.below(0.2);
           expect(result.ranges[0][1]).to.be.above(11.5);
         } finally {
-          await closeEngine();
+          await engine?.close();
         }
       });
     });

@@ -1,17 +1,13 @@
 /** What the engine tests share: waiting on a page, the quality report, a CPU hog. */
 import { appendFileSync } from 'node:fs';
-import { EngineHungError, type EnginePage } from '../helpers/engines.js';
+import { EngineHungError, unlessHung, type EnginePage } from '../helpers/engines.js';
 import type { PlayerSnapshot } from '../helpers/browser.js';
 import { describeQuality, type PlaybackQuality } from '../helpers/quality.js';
 
 export async function waitUntil(page: EnginePage, what: string, check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const done = await page.evaluate(check).catch((error) => {
-      if (error instanceof EngineHungError) throw error;
-      return false;
-    });
-    if (done) return;
+    if (await page.evaluate(check).catch(unlessHung(false))) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -29,6 +29,14 @@ export class EngineHungError extends Error {
   override name = 'EngineHungError';
 }
 
+/** A `.catch` handler for a page call that may fail now and then: `fallback` instead, unless the page hung. */
+export const unlessHung =
+  <T>(fallback: T) =>
+  (error: unknown): T => {
+    if (error instanceof EngineHungError) throw error;
+    return fallback;
+  };
+
 export interface EnginePage {
   goto(url: string): Promise<void>;
   /** Runs `fn(arg)` in the page (it may return a promise) and returns its JSON-serialisable result. */
@@ -274,10 +282,7 @@ async function launchWebKit(): Promise<Engine> {
           // pageLoadStrategy none returns at once: wait for the document to exist.
           const deadline = Date.now() + 30_000;
           while (Date.now() < deadline) {
-            const state = await webdriver<string>(base, 'POST', `${route}/execute/sync`, { script: 'return document.readyState + " " + location.href', args: [] }).catch((error) => {
-              if (error instanceof EngineHungError) throw error;
-              return '';
-            });
+            const state = await webdriver<string>(base, 'POST', `${route}/execute/sync`, { script: 'return document.readyState + " " + location.href', args: [] }).catch(unlessHung(''));
             if (/^(interactive|complete) /.test(state) && state.includes(new URL(url).host)) return;
             await new Promise((r) => setTimeout(r, 100));
           }
