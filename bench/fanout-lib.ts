@@ -167,13 +167,17 @@ export function cpuTimes(pid: number): { user: number; system: number } {
   }
 }
 
-/** What `countEvents` counts: the kernel's side of a wake-up, a read and a write. */
+/**
+ * What `countEvents` counts: the kernel's side of a wake-up, a read and a write, and
+ * the page faults of memory touched for the first time (dear in a virtual machine).
+ */
 const COUNTED_EVENTS = {
   read: 'syscalls:sys_enter_read',
   write: 'syscalls:sys_enter_write',
   'epoll wait': 'syscalls:sys_enter_epoll_pwait',
   'context switch': 'context-switches',
   'wake-up sent': 'sched:sched_waking',
+  'page fault': 'page-faults',
 };
 
 /**
