@@ -25,10 +25,11 @@ export interface ReadersConfig {
   /** `all`: readers spread evenly over the streams; `first`: all on the first, the others live with none. */
   viewersOn?: 'all' | 'first';
   /**
-   * The streams: the name in their URLs, and where their replay of the recording goes
-   * (`tcp:PORT` or a FIFO path; absent: the server encodes itself).
+   * The streams: the name in their URLs, where their replay of the recording goes
+   * (`tcp:PORT` or a FIFO path; absent: the server encodes itself), and for a server
+   * with a port per stream (the floor), the stream's own viewer port.
    */
-  streams: { name: string; ingest?: string }[];
+  streams: { name: string; ingest?: string; port?: number }[];
   recording?: string;
   /**
    * The replays start this far apart in all (stream k at k/S of it): independent live
@@ -51,11 +52,13 @@ const out = (message: Record<string, unknown>) => process.stdout.write(`${JSON.s
 /** One stream as the readers see it: when each cluster went into its ingest. */
 interface StreamClock {
   name: string;
+  /** Where its readers connect. */
+  port: number;
   /** Cluster timecode (ms) -> when its bytes went into the ingest, and when a reordering relay could release it. */
   sentAt: Map<number, number>;
   releasedAt: Map<number, number>;
 }
-const clocks: StreamClock[] = config.streams.map((s) => ({ name: s.name, sentAt: new Map(), releasedAt: new Map() }));
+const clocks: StreamClock[] = config.streams.map((s) => ({ name: s.name, port: s.port ?? config.port, sentAt: new Map(), releasedAt: new Map() }));
 let mediaStart = -1;
 let senderDone = false;
 
@@ -311,7 +314,7 @@ function connect(reader: Reader, attempt = 0): Promise<void> {
   return new Promise((resolve) => {
     const socket = net.connect({
       host: '127.0.0.1',
-      port: config.port,
+      port: reader.stream.port,
       onread: {
         buffer: shared,
         callback: (n: number, buf: Uint8Array) => {

@@ -37,6 +37,11 @@ const RECORDING_S = 30;
 type Target = 'relay' | 'relay-ws' | 'tcpserversink' | 'floor';
 const RELAYS: Target[] = ['relay', 'relay-ws'];
 const REFERENCES: Target[] = ['tcpserversink', 'floor'];
+/**
+ * Servers measured with several streams: the relay, and the floor as the least the
+ * same streams can cost (a read per producer write, the writes, the wake-ups).
+ */
+const SERVES_STREAMS: Target[] = [...RELAYS, 'floor'];
 
 const { values: argv } = parseArgs({
   options: {
@@ -60,7 +65,9 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
                      a table with the CPU of each count against 1 stream (the ratio), and
                      the memory a stream costs with no viewers. The relay reads its
                      streams from a YAML --config, each fed its own replay of the
-                     recording over TCP; tcpserversink and floor run with 1 stream only.
+                     recording over TCP. The floor serves as many streams, a port pair
+                     each (what S streams cost the kernel and the wake-ups, at least);
+                     tcpserversink runs with 1 stream only.
   --viewers-on all|first
                      with several streams: readers spread evenly over them (all), or
                      every reader on the first while the others are live without
@@ -349,16 +356,22 @@ const spreadMs = () => 1000 / encoderConfig().framerate;
 async function runFanout(target: Target, viewers: number, streamCount: number, file: string): Promise<FanoutResult> {
   let viewerPort: number;
   let server: ChildProcess;
-  let streams: { name: string; ingest: string }[];
+  let streams: { name: string; ingest: string; port?: number }[];
   let stopServer: () => Promise<void> = () => stopProcess(server);
   let fifo: string | null = null;
   let log = '';
   if (target === 'floor') {
-    viewerPort = await freePort();
-    const ingestPort = await freePort();
-    streams = [{ name: 'live', ingest: `tcp:${ingestPort}` }];
-    server = spawnWithFiles([floorBinary()!, String(ingestPort), String(viewerPort)], { cpus: SERVER_CPUS });
-    await waitFor('the floor server to listen', async () => (await listening(viewerPort)) && (await listening(ingestPort)));
+    // An ingest port and a viewer port per stream, every one distinct.
+    const ports = new Set<number>();
+    while (ports.size < 2 * streamCount) ports.add(await freePort());
+    const [ingestPorts, viewerPorts] = [[...ports].slice(0, streamCount), [...ports].slice(streamCount)];
+    streams = ingestPorts.map((p, k) => ({ name: streamCount === 1 ? 'live' : `s${k + 1}`, ingest: `tcp:${p}`, port: viewerPorts[k] }));
+    viewerPort = viewerPorts[0];
+    server = spawnWithFiles([floorBinary()!, ...ingestPorts.flatMap((p, k) => [String(p), String(viewerPorts[k])])], { cpus: SERVER_CPUS });
+    await waitFor('the floor server to listen', async () => {
+      for (const p of ports) if (!(await listening(p))) return false;
+      return true;
+    });
   } else if (RELAYS.includes(target)) {
     const relay = await startRelay(streamCount);
     ({ server, streams } = relay);
@@ -584,8 +597,9 @@ async function main(): Promise<void> {
   /** Streams -> RSS and CPU with them live and no viewers, one per repetition. */
   const idle = new Map<number, { rss: number; cpu: number }[]>();
   const relayTargets = TARGETS.filter((t) => RELAYS.includes(t));
+  const streamTargets = TARGETS.filter((t) => SERVES_STREAMS.includes(t));
   if (MULTI && STREAMS.includes(1) === false) console.log('  note: --streams has no 1: no ratio to one stream (the memory per stream still measures 1 stream)');
-  if (MULTI && TARGETS.some((t) => REFERENCES.includes(t))) console.log(`  note: ${REFERENCES.join(' and ')} serve one stream: measured with --streams 1 only`);
+  if (MULTI && TARGETS.includes('tcpserversink')) console.log('  note: tcpserversink serves one stream: measured with --streams 1 only');
   for (let rep = 0; rep < REPS; rep++) {
     if (MULTI && relayTargets.length > 0) {
       for (const count of [...new Set([1, ...STREAMS])].sort((a, b) => a - b)) {
@@ -599,7 +613,7 @@ async function main(): Promise<void> {
         if (target === 'floor' && !floorBinary()) continue;
         // Every other repetition in reverse, so a machine that drifts during the run does not favour one count.
         for (const streams of rep % 2 ? [...STREAMS].reverse() : STREAMS) {
-          if (streams !== 1 && !RELAYS.includes(target)) continue;
+          if (streams !== 1 && !SERVES_STREAMS.includes(target)) continue;
           const r = await runFanout(target, n, streams, file);
           console.log(
             `  [${rep + 1}/${REPS}] ${target.padEnd(13)} N=${String(n).padStart(4)}${MULTI ? ` S=${String(streams).padStart(2)}` : ''}: cpu ${f(r.cpu, 3)} cores (${(r.systemShare * 100).toFixed(0)} % system), rss +${kib(r.idlePerViewer)} KiB/viewer idle, +${kib(r.perViewer)} streaming, hwm ${mib(r.hwm)} MiB, latency p50 ${f(r.p50, 1)} p99 ${f(r.p99, 1)} ms (fan-out p99 ${f(r.fanP99, 1)}), ${r.samples} samples, readers ${f(r.readersCpu)} cores, min ${f(r.minMbps)} Mbit/s${r.errors ? `, ${r.errors} errors` : ''}${eventsText(r.events)}`,
@@ -651,13 +665,13 @@ async function main(): Promise<void> {
     console.log(table(['server', 'N', 'CPU cores', 'peak RSS MiB', 'KiB/viewer idle', 'KiB/viewer streaming', 'lat p50 ms', 'lat p99 ms', 'min Mbit/s'], rows));
     console.log('KiB/viewer: RSS growth per viewer, once every viewer is connected before any media (idle), and after the window (streaming).');
   }
-  if (MULTI && relayTargets.length > 0) {
+  if (MULTI && streamTargets.length > 0) {
     console.log('');
     console.log(`Streams: ${VIEWERS_ON === 'first' ? 'every viewer on the first of S streams, the others live with no viewers' : 'the same viewers spread evenly over S streams'}, each stream fed its own replay (starts ${f(spreadMs(), 1)} ms apart in all).`);
     const rows: string[][] = [];
     const eventLines: string[] = [];
     for (const n of VIEWERS) {
-      for (const target of relayTargets) {
+      for (const target of streamTargets) {
         const get = (streams: number) => (runs.has(`${target}/${n}/${streams}`) ? medianResult(runs.get(`${target}/${n}/${streams}`)!) : null);
         const one = get(1);
         // Each repetition measures every count back to back: its own ratio is free of the machine's drift between repetitions.
@@ -685,6 +699,8 @@ async function main(): Promise<void> {
     console.log('each repetition: the lowest and highest ratio of one repetition\'s two measurements, taken back to back;');
     console.log('pooled: the mean CPU of every repetition against that of one stream, with the 95 % interval of a bootstrap over the repetitions\' pairs (3 repetitions or more).');
     if (eventLines.length > 0) console.log(`The server's events (medians):\n${eventLines.join('\n')}`);
+  }
+  if (MULTI && idle.size > 0) {
     console.log('');
     const idleMedian = (count: number, key: 'rss' | 'cpu') => median((idle.get(count) ?? []).map((r) => r[key]));
     console.log(
@@ -697,6 +713,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log('Per stream: (figure with S streams - figure with 1) / (S - 1), from the medians of the repetitions.');
+    console.log(`Streams ${IDLE_LIVE_MS / 1000} s live: each then holds --segment-window (60 s by default) of its media in memory once that has passed.`);
   }
   if (encoders.length > 0) {
     console.log('');
