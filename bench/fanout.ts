@@ -88,8 +88,8 @@ The 30 s recording is made once and cached in the temp directory (FANOUT_RERECOR
 makes a new one). The floor is bench/floor.c, compiled with cc.
 FANOUT_RELAY_ARGS="--join next-keyframe --max-queue 8M" sets relay options (written as
 top-level keys of its config file, so every stream's); FANOUT_RELAY_NODE_ARGS, node's.
-FANOUT_EVENTS=1 counts the server's reads, writes, epoll waits, context switches, page faults and
-wake-ups it sends in the window, per second (perf stat, as root).
+FANOUT_EVENTS=1 counts the server's reads, writes, epoll waits, context switches,
+page faults and wake-ups it sends in the window, per second (perf stat, as root).
 
 One stream against ten at the same 1000 viewers, relay only:
   npm run bench:fanout -- --viewers 1000 --streams 1,10 --targets relay,relay-ws --encoders none`;
