@@ -105,7 +105,10 @@ function expectSamePicture(p: { offsetMs: number; same: number; later: number; s
   expect(Math.abs(p.offsetMs)).to.be.lessThan(800);
   // ...and the same picture: nearly no difference once scrolled by that many frames (4 px each, 30 a second).
   expect(p.same).to.be.lessThan(p.later / 3);
-  expect(Math.abs(Math.abs(p.shift) - (4 * 30 * Math.abs(p.offsetMs)) / 1000)).to.be.at.most(12);
+  // Give or take 6 frames: the live picture's time comes from the player's lag, an
+  // estimate; rewinding a stream that is not recorded, the shift was 8-15 px (2-4
+  // frames) from the offset in each of four runs, and within 5 px from the recording.
+  expect(Math.abs(Math.abs(p.shift) - (4 * 30 * Math.abs(p.offsetMs)) / 1000)).to.be.at.most(24);
 }
 
 interface DvrSnapshot {
@@ -305,7 +308,7 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
 
     // The picture of back then (about 10 s ago), from memory.
     const picture = await rewoundPicture(page, live0, live1);
-    console.log(`      picture at ${(picture.offsetMs / 1000).toFixed(3)} s from the one shown live: difference ${picture.same.toFixed(1)}; against 1 s later ${picture.later.toFixed(1)}`);
+    console.log(`      picture at ${(picture.offsetMs / 1000).toFixed(3)} s from the one shown live: difference ${picture.same.toFixed(1)} (shift ${picture.shift} px); against 1 s later ${picture.later.toFixed(1)}`);
     expectSamePicture(picture);
 
     await page.click('#dvr-live');
