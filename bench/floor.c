@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
       } else if (kind[fd] == 2) {
         int client, one = 1;
         while ((client = accept4(fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-          if (s->count == s->capacity || client >= MAX_FDS) {
+          if (s->count == s->capacity) {
             close(client);
             continue;
           }

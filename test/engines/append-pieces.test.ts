@@ -65,7 +65,7 @@ describe('MSE appends in small pieces: no hole at any keyframe, in every engine'
   for (const name of ENGINES) {
     it(`${name}: the stream appended in 1,000-byte pieces is buffered as one range`, async function () {
       // Once more with a fresh browser if it hangs (a WebKitGTK bug: see EngineHungError).
-      await retryOnceIfHung(`${name}: appends in pieces`, async () => {}, async () => {
+      await retryOnceIfHung(`${name}: appends in pieces`, async () => {
         let engine: Engine | null = null;
         try {
           engine = await launchEngine(name);

@@ -35,10 +35,10 @@ export async function waitPlaying(page: EnginePage, timeoutMs = 20_000): Promise
 
 /**
  * Runs `attempt`; if a page stopped answering (a browser bug, see EngineHungError), says
- * so, runs `cleanUp` and then `attempt` once more with fresh pages. Any other failure, or
+ * so, runs `cleanUp` (if any) and then `attempt` once more with fresh pages. Any other failure, or
  * a second hang, fails the test.
  */
-export async function retryOnceIfHung<T>(what: string, cleanUp: () => Promise<void>, attempt: () => Promise<T>): Promise<T> {
+export async function retryOnceIfHung<T>(what: string, attempt: () => Promise<T>, cleanUp: () => Promise<void> = async () => {}): Promise<T> {
   try {
     return await attempt();
   } catch (error) {

@@ -60,7 +60,7 @@ describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', funct
       };
       afterEach(closePages);
       /** A test that starts over once, with fresh pages, if the browser hangs (a WebKitGTK bug: see EngineHungError). */
-      const test = (title: string, body: () => Promise<void>) => it(title, () => retryOnceIfHung(`${name}: ${title}`, closePages, body));
+      const test = (title: string, body: () => Promise<void>) => it(title, () => retryOnceIfHung(`${name}: ${title}`, body, closePages));
 
       after(async function () {
         await engine?.close();

@@ -32,7 +32,7 @@ describe('no holes, no stalls: every engine at once, on a loaded machine and wit
    * figures; once more, with fresh pages, if a browser hangs (a WebKitGTK bug: see EngineHungError).
    */
   function watchAll(relay: RunningRelay, seconds: number, what: string): Promise<{ engine: Engine; q: PlaybackQuality }[]> {
-    return retryOnceIfHung(what, async () => {}, () => watchOnce(relay, seconds, what));
+    return retryOnceIfHung(what, () => watchOnce(relay, seconds, what));
   }
 
   async function watchOnce(relay: RunningRelay, seconds: number, what: string): Promise<{ engine: Engine; q: PlaybackQuality }[]> {
