@@ -153,7 +153,7 @@ export class Recorder implements StreamSink {
       if (file && cluster.timecode - file.startTicks >= this.options.segmentS * this.ticksPerSecond) {
         this.endFile(cluster.timecode - file.startTicks, 'segment length reached');
       }
-      if (!this.file) this.open(cluster.timecode);
+      if (!this.file) this.open(cluster.timecode, cluster.wallMs);
     }
     const file = this.file;
     if (!file) return;
@@ -206,19 +206,19 @@ export class Recorder implements StreamSink {
 
   // --- Files ----------------------------------------------------------------------------
 
-  private open(streamTicks: number): void {
+  /** A file from the keyframe cluster at `streamTicks`, which happened at `startMs`. */
+  private open(streamTicks: number, startMs: number): void {
     if (!this.ready || !this.init || this.closed) return;
-    const now = Date.now();
-    if (this.failing && now < this.nextAttempt) return;
+    if (this.failing && Date.now() < this.nextAttempt) return;
     let n = 1;
-    let name = recordingFileName(now);
-    while (n < 100 && (this.closing.has(name) || fs.existsSync(path.join(this.dir, name)))) name = recordingFileName(now, ++n);
-    const { head, layout } = startRecording(this.init.segment.bytes, now);
+    let name = recordingFileName(startMs);
+    while (n < 100 && (this.closing.has(name) || fs.existsSync(path.join(this.dir, name)))) name = recordingFileName(startMs, ++n);
+    const { head, layout } = startRecording(this.init.segment.bytes, startMs);
     const writer = new RecordingFileWriter(path.join(this.dir, name), layout, head, this.options.maxQueueBytes, {
       failed: (w, why) => this.writerFailed(w, why),
       caughtUp: (w) => this.writerWorks(w),
     });
-    this.file = { name, writer, startTicks: streamTicks, startMs: now, lastTicks: 0, lastVideoTicks: -1, frameTicks: frameGuess(layout) };
+    this.file = { name, writer, startTicks: streamTicks, startMs, lastTicks: 0, lastVideoTicks: -1, frameTicks: frameGuess(layout) };
     this.counts.files++;
     log.info(`${this.streamName}: recording into ${writer.file}`);
   }

@@ -23,7 +23,7 @@ export class Segment {
   constructor(
     readonly seq: number,
     readonly startTicks: number,
-    /** Wall-clock time of its start (ms since 1970, UTC), on the producer's clock: see Segmenter.wallClock. */
+    /** Wall-clock time of its start (ms since 1970, UTC), on the producer's clock: see StreamClock. */
     readonly startMs: number = Date.now(),
   ) {
     this.lastTicks = startTicks;

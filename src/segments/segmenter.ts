@@ -68,12 +68,6 @@ export class Segmenter implements StreamSink {
   private skipping = true;
   private nextSeq = 0;
   private producerLive = false;
-  /**
-   * Where the stream's time meets the wall clock: the first keyframe of a producer (or of
-   * an epoch). Later segments are placed from their timecodes, as the recorder places its
-   * clusters from its file's start, so both tell the same UTC time for the same frame.
-   */
-  private anchor: { ms: number; ticks: number } | null = null;
   private readonly parked = new Set<Parked>();
   readonly requests = { index: 0, init: 0, segment: 0, notFound: 0, parkTimeouts: 0, parkRefused: 0 };
   private oversized = 0;
@@ -130,7 +124,6 @@ export class Segmenter implements StreamSink {
     this.currentInit = init;
     this.ticksPerSecond = 1e9 / init.segment.info.timecodeScale;
     this.skipping = true;
-    this.anchor = null;
     log.info(`epoch ${this.epochToken}: init segment version ${init.version}, ${init.segment.info.mimeType}`);
   }
 
@@ -138,7 +131,7 @@ export class Segmenter implements StreamSink {
     if (cluster.keyframe && this.currentInit) {
       this.flushPending();
       if (this.current) this.finishCurrent(cluster.timecode - this.current.startTicks);
-      this.startSegment(cluster.timecode);
+      this.startSegment(cluster.timecode, cluster.wallMs);
     }
     if (this.skipping) return;
     this.pending.push(cluster.bytes);
@@ -156,7 +149,6 @@ export class Segmenter implements StreamSink {
 
   producerStarted(): void {
     this.producerLive = true;
-    this.anchor = null;
   }
 
   producerEnded(): void {
@@ -241,17 +233,8 @@ export class Segmenter implements StreamSink {
 
   // --- Internals --------------------------------------------------------------------
 
-  /** The wall-clock time (ms, UTC) of stream time `ticks`. */
-  wallClock(ticks: number): number {
-    const anchor = this.anchor;
-    return anchor ? anchor.ms + ((ticks - anchor.ticks) / this.ticksPerSecond) * 1000 : Date.now();
-  }
-
-  private startSegment(timecode: number): void {
-    const now = Date.now();
-    // A producer whose clock runs apart from ours (or a gap the timestamps do not show) is placed anew.
-    if (!this.anchor || Math.abs(this.wallClock(timecode) - now) > 2000) this.anchor = { ms: now, ticks: timecode };
-    const segment = new Segment(this.nextSeq++, timecode, Math.round(this.wallClock(timecode)));
+  private startSegment(timecode: number, wallMs: number): void {
+    const segment = new Segment(this.nextSeq++, timecode, wallMs);
     this.current = segment;
     this.skipping = false;
     for (const waiting of [...this.parked]) {

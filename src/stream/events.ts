@@ -47,6 +47,8 @@ export interface ClusterEvent {
   timecode: number;
   /** Starts with a video keyframe (audio-only streams: every cluster): a viewer may join here. */
   keyframe: boolean;
+  /** When its first frame happened, ms since 1970 (UTC): see StreamClock. Every sink places it there. */
+  wallMs: number;
 }
 
 export interface BlockEvent {

@@ -15,6 +15,7 @@ import { encoderArgs } from '../source/gst-args.js';
 import { Supervisor } from '../source/supervisor.js';
 import type { TrackInfo } from '../webm/header.js';
 import type { WebmBlock, WebmHeader } from '../webm/splitter.js';
+import { StreamClock } from './clock.js';
 import type { StreamSink, VersionedInit } from './events.js';
 import { checkPlayable } from './playable.js';
 import { ProducerSession, type ProducerRejection, type ProducerTarget } from './producer-session.js';
@@ -49,6 +50,7 @@ export class Stream {
   private droppedTracks = new Set<number>();
   private videoTracks = new Set<number>();
   private clusterSeq = 0;
+  private readonly clock = new StreamClock();
   private initVersion = 0;
   private current: VersionedInit | null = null;
   private liveSince: number | null = null;
@@ -147,6 +149,7 @@ export class Stream {
       if (!verdict.ok) return { status: 415, message: verdict.reason };
       for (const track of verdict.dropped) log.info(`${this.name}: ${label}: track ${track.number} (${track.codecId}) left out: viewers get audio and video only`);
       this.droppedTracks = new Set(verdict.dropped.map((t) => t.number));
+      this.clock.restart();
       log.info(`${this.name}: ${label}: stream ${verdict.header.info.mimeType}, ${describeTracks(verdict.header.info.tracks)}`);
       this.normalizer.header(verdict.header);
       if (this.liveSince === null) this.liveSince = Date.now();
@@ -174,11 +177,12 @@ export class Stream {
   private readonly normalizedOut: NormalizedStream = {
     init: (segment: InitSegment) => {
       this.current = { segment, version: ++this.initVersion };
+      this.clock.restart(segment.info.timecodeScale);
       this.videoTracks = new Set(segment.info.tracks.filter((t) => t.kind === 'video').map((t) => t.number));
       for (const sink of this.sinks) sink.initChanged(this.current);
     },
     cluster: (bytes: Buffer, timecode: number, keyframe: boolean) => {
-      const event = { bytes, seq: this.clusterSeq++, timecode, keyframe };
+      const event = { bytes, seq: this.clusterSeq++, timecode, keyframe, wallMs: this.clock.place(timecode, keyframe) };
       for (const sink of this.sinks) sink.clusterStarted(event);
     },
     block: (parts: Buffer[], track: number, timecode: number, keyframe: boolean) => {

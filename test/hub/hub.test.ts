@@ -34,7 +34,7 @@ const AV_INIT = { ...INIT, info: { ...INIT.info, tracks: [...INIT.info.tracks, {
 /** One video frame of `size` bytes; a keyframe starts its own cluster. */
 function frame(hub: Hub, size: number, keyframe: boolean): Buffer {
   const data = Buffer.alloc(size, keyframe ? 0x4b : 0x50);
-  if (keyframe) hub.clusterStarted({ bytes: Buffer.from('cluster'), seq: 0, timecode: 0, keyframe: true });
+  if (keyframe) hub.clusterStarted({ bytes: Buffer.from('cluster'), seq: 0, timecode: 0, keyframe: true, wallMs: Date.now() });
   hub.block({ parts: [data], track: 1, timecode: 0, keyframe, video: true });
   hub.flush();
   return data;

@@ -82,6 +82,11 @@ describe('Recording: files, playback and cuts', function () {
       expect(f.duration!, `${f.file}: duration`).to.be.below(15 + 6 * GOP_S);
     }
     expect(Math.abs(sum - span)).to.be.lessThan(GOP_S);
+    // One clock for the whole stream: each file starts where the one before it ended.
+    for (let i = 1; i < facts.length; i++) {
+      const gap = facts[i].startMs! - (facts[i - 1].startMs! + facts[i - 1].duration! * 1000);
+      expect(gap, `${facts[i].file}: ms from the end of the file before`).to.be.within(-2, 2);
+    }
     expect(sum).to.be.within(40 - GOP_S, (stoppedAt - startedAt) / 1000 + GOP_S);
 
     // The files are served by a relay that records nothing (its producer never comes), so that
