@@ -84,7 +84,7 @@ function runFolder(name) {
 let free = cores;
 const running = new Set();
 for (const name of folders) {
-  const need = Math.min(coresOf(name), cores);
+  const need = coresOf(name);
   while (free < need) await Promise.race(running);
   free -= need;
   const run = runFolder(name).then(() => {

@@ -24,7 +24,7 @@ export class Segment {
     readonly seq: number,
     readonly startTicks: number,
     /** Wall-clock time of its start (ms since 1970, UTC), on the producer's clock: see StreamClock. */
-    readonly startMs: number = Date.now(),
+    readonly startMs: number,
   ) {
     this.lastTicks = startTicks;
   }
