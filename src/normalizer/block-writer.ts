@@ -173,3 +173,22 @@ function uintLength(value: number): number {
 function intLength(value: number): number {
   return value >= -0x80 && value < 0x80 ? 1 : value >= -0x8000 && value < 0x8000 ? 2 : 4;
 }
+
+/**
+ * A keyframe SimpleBlock made here rather than received (the silence that fills a hole
+ * in an audio track), in the shape the splitter gives received blocks.
+ */
+export function madeBlock(track: number, timecode: number, frame: Buffer): WebmBlock {
+  const trackLength = sizeLength(track);
+  const bodyLength = trackLength + 3 + frame.length;
+  const sizeBytes = sizeLength(bodyLength);
+  const element = Buffer.allocUnsafe(1 + sizeBytes + bodyLength);
+  element[0] = ID.SimpleBlock;
+  writeSize(element, 1, bodyLength, sizeBytes);
+  const timecodeOffset = 1 + sizeBytes + trackLength;
+  writeSize(element, 1 + sizeBytes, track, trackLength);
+  element.writeInt16BE(0, timecodeOffset);
+  element[timecodeOffset + 2] = SIMPLE_KEYFRAME;
+  frame.copy(element, timecodeOffset + 3);
+  return { kind: 'simple', track, timecode, keyframe: true, lacing: 'none', parts: [element], size: element.length, timecodeOffset, offset: -1 };
+}

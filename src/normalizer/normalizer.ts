@@ -1,7 +1,7 @@
 import type { WebmBlock, WebmHeader } from '../webm/splitter.js';
 import { buildInitSegment, sameTracks, type InitSegment } from './init-segment.js';
-import { blockGroup, frameByte, rewriteBlock } from './block-writer.js';
-import { opusPacketSamples } from './opus.js';
+import { blockGroup, frameByte, madeBlock, rewriteBlock } from './block-writer.js';
+import { opusPacketSamples, opusSilence } from './opus.js';
 
 /** What the normalizer emits: one canonical live stream. */
 export interface NormalizedStream {
@@ -30,9 +30,17 @@ export interface NormalizerOptions {
   maxFrameHoldMs: number;
   /** false: video frames go out as soon as the tracks are in order, without durations (a stream with holes wherever frames are missing; for comparison). */
   holdVideoFrames: boolean;
+  /**
+   * Longest hole in an Opus track that is filled with silence, in ms. A producer that
+   * loses audio (a browser's MediaRecorder on a busy machine drops 50-150 ms now and then)
+   * leaves a hole in `buffered` that playback stalls at. Only a hole whose blocks of other
+   * tracks are still held can be filled (about `reorderWindowMs`); the bound keeps a
+   * producer whose timestamps leap from making hours of silence.
+   */
+  maxSilenceFillMs: number;
 }
 
-export const DEFAULT_NORMALIZER_OPTIONS: NormalizerOptions = { reorderWindowMs: 500, audioClusterMs: 1000, maxFrameHoldMs: 1000, holdVideoFrames: true };
+export const DEFAULT_NORMALIZER_OPTIONS: NormalizerOptions = { reorderWindowMs: 500, audioClusterMs: 1000, maxFrameHoldMs: 1000, holdVideoFrames: true, maxSilenceFillMs: 1000 };
 
 export interface NormalizerStats {
   blocks: number;
@@ -47,6 +55,9 @@ export interface NormalizerStats {
   seamlessRestarts: number;
   /** Video frames let go before the next frame was known (hold bound, producer end): their duration is a guess. */
   guessedDurations: number;
+  /** Holes in Opus tracks filled with silence, and the ms of silence written into them. */
+  audioHolesFilled: number;
+  silenceMs: number;
 }
 
 /** Relative block timecodes are signed 16-bit: a cluster can span at most this many ticks. */
@@ -70,7 +81,7 @@ interface PendingBlock {
  * block's timecode are.
  */
 export class Normalizer {
-  readonly stats: NormalizerStats = { blocks: 0, clusters: 0, reordered: 0, clamped: 0, dropped: 0, seamlessRestarts: 0, guessedDurations: 0 };
+  readonly stats: NormalizerStats = { blocks: 0, clusters: 0, reordered: 0, clamped: 0, dropped: 0, seamlessRestarts: 0, guessedDurations: 0, audioHolesFilled: 0, silenceMs: 0 };
   private readonly options: NormalizerOptions;
   private current: InitSegment | null = null;
   private videoTracks = new Set<number>();
@@ -81,6 +92,10 @@ export class Normalizer {
    * own duration (see `opusBlock`).
    */
   private opusDurationTracks = new Set<number>();
+  /** Opus tracks, and whether each is stereo (its silence says so). */
+  private opusTracks = new Map<number, boolean>();
+  /** Where the current producer's latest frame of each Opus track ends, in output ticks. */
+  private audioEndByTrack = new Map<number, number>();
   private holdTimer: NodeJS.Timeout | null = null;
   /** The video frame the hold timer is for. */
   private heldFrame: PendingBlock | null = null;
@@ -131,6 +146,7 @@ export class Normalizer {
       this.opusDurationTracks = new Set(
         next.info.tracks.filter((t) => t.kind === 'audio' && t.codecId === 'A_OPUS' && !t.defaultDuration).map((t) => t.number),
       );
+      this.opusTracks = new Map(next.info.tracks.filter((t) => t.kind === 'audio' && t.codecId === 'A_OPUS').map((t) => [t.number, (t.channels ?? 1) > 1]));
       this.ticksPerMs = 1_000_000 / next.info.timecodeScale;
       this.out.init(next);
     }
@@ -139,6 +155,7 @@ export class Normalizer {
     this.waitForKeyframe = true;
     this.clusterTime = -1;
     this.latestByTrack.clear();
+    this.audioEndByTrack.clear();
     this.newestInput = -Infinity;
   }
 
@@ -161,14 +178,55 @@ export class Normalizer {
       }
       this.checkVideoSeam = false;
     }
+    const stereo = this.opusTracks.get(block.track);
+    if (stereo !== undefined) this.fillAudioHole(block, time, stereo);
+    if (this.insert(block, time)) this.stats.reordered++;
+    this.latestByTrack.set(block.track, Math.max(time, this.latestByTrack.get(block.track) ?? -Infinity));
+    this.release();
+  }
+
+  /** Puts a block among the pending ones in timestamp order; true when it went before some. */
+  private insert(block: WebmBlock, time: number): boolean {
     const pending = this.pending;
     let at = pending.length;
     while (at > 0 && pending[at - 1].time > time) at--;
-    if (at < pending.length) this.stats.reordered++;
     this.newestInput = Math.max(this.newestInput, time);
     pending.splice(at, 0, { block, time, arrived: performance.now(), streamAtArrival: this.newestInput });
-    this.latestByTrack.set(block.track, Math.max(time, this.latestByTrack.get(block.track) ?? -Infinity));
-    this.release();
+    return at < pending.length - 1;
+  }
+
+  /**
+   * An Opus frame that starts after the end of its track's last one: the hole between
+   * them is filled with silent frames, which wait among the pending blocks like any, when
+   * nothing later than the hole's start has gone out yet (the silence would otherwise be
+   * moved after it, and the hole stay where it is).
+   */
+  private fillAudioHole(block: WebmBlock, time: number, stereo: boolean): void {
+    const toc = block.kind === 'simple' && block.lacing === 'none' ? frameByte(block, 0) : undefined;
+    const samples = toc === undefined ? null : opusPacketSamples(toc, frameByte(block, 1));
+    const end = this.audioEndByTrack.get(block.track);
+    if (samples === null) {
+      this.audioEndByTrack.delete(block.track);
+      return;
+    }
+    const ticksPerSample = this.ticksPerMs / 48;
+    // A hole of less than half a frame is jitter in the producer's timestamps, which
+    // every MSE bridges; a few ms of silence inside a tone would be heard as a click.
+    const hole = end === undefined || end < this.lastTime ? 0 : time - end;
+    if (hole > (samples / 2) * ticksPerSample && hole <= this.options.maxSilenceFillMs * this.ticksPerMs) {
+      const start = end as number;
+      const silence = opusSilence(Math.floor(hole / ticksPerSample), stereo);
+      let at = start;
+      for (const frame of silence) {
+        this.insert(madeBlock(block.track, Math.round(at) - this.offset, frame.packet), Math.round(at));
+        at += frame.samples * ticksPerSample;
+      }
+      if (silence.length > 0) {
+        this.stats.audioHolesFilled++;
+        this.stats.silenceMs += Math.round((at - start) / this.ticksPerMs);
+      }
+    }
+    this.audioEndByTrack.set(block.track, Math.max(end ?? -Infinity, time + samples * ticksPerSample));
   }
 
   /** The latest spacing of video frames, or 20 ms before there is one. */
@@ -184,6 +242,7 @@ export class Normalizer {
       p.streamAtArrival += ticks;
     }
     for (const [track, t] of this.latestByTrack) this.latestByTrack.set(track, t + ticks);
+    for (const [track, t] of this.audioEndByTrack) this.audioEndByTrack.set(track, t + ticks);
     this.newestInput += ticks;
   }
 

@@ -39,3 +39,30 @@ export function opusPacketSamples(toc: number, second: number | undefined): numb
   const samples = frame * frames;
   return samples > 0 && samples <= MAX_PACKET_SAMPLES ? samples : null;
 }
+
+/** CELT-only fullband configurations by frame length, longest first: 20, 10, 5 and 2.5 ms. */
+const SILENCE_FRAMES: readonly { config: number; samples: number }[] = [
+  { config: 31, samples: 960 },
+  { config: 30, samples: 480 },
+  { config: 29, samples: 240 },
+  { config: 28, samples: 120 },
+];
+
+/**
+ * Opus packets of silence that together last at most `samples` (48 kHz), as few as
+ * possible, and within 2.5 ms of it. Each is a TOC byte and the two bytes 0xFF 0xFE,
+ * whose first range-coded symbol is CELT's silence flag: a decoder outputs zeros
+ * for the frame's length whatever its size (RFC 6716, 4.3: the flag is read before
+ * anything that depends on the frame size).
+ */
+export function opusSilence(samples: number, stereo: boolean): { packet: Buffer; samples: number }[] {
+  const out: { packet: Buffer; samples: number }[] = [];
+  let left = samples;
+  for (const frame of SILENCE_FRAMES) {
+    while (left >= frame.samples) {
+      out.push({ packet: Buffer.from([(frame.config << 3) | (stereo ? 4 : 0), 0xff, 0xfe]), samples: frame.samples });
+      left -= frame.samples;
+    }
+  }
+  return out;
+}
