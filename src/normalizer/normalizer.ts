@@ -202,28 +202,28 @@ export class Normalizer {
    * moved after it, and the hole stay where it is).
    */
   private fillAudioHole(block: WebmBlock, time: number, stereo: boolean): void {
-    const toc = block.kind === 'simple' && block.lacing === 'none' ? frameByte(block, 0) : undefined;
-    const samples = toc === undefined ? null : opusPacketSamples(toc, frameByte(block, 1));
+    const samples = opusSamplesOf(block);
     const end = this.audioEndByTrack.get(block.track);
     if (samples === null) {
       this.audioEndByTrack.delete(block.track);
       return;
     }
     const ticksPerSample = this.ticksPerMs / 48;
-    // A hole of less than half a frame is jitter in the producer's timestamps, which
-    // every MSE bridges; a few ms of silence inside a tone would be heard as a click.
-    const hole = end === undefined || end < this.lastTime ? 0 : time - end;
-    if (hole > (samples / 2) * ticksPerSample && hole <= this.options.maxSilenceFillMs * this.ticksPerMs) {
-      const start = end as number;
-      const silence = opusSilence(Math.floor(hole / ticksPerSample), stereo);
-      let at = start;
-      for (const frame of silence) {
-        this.insert(madeBlock(block.track, Math.round(at) - this.offset, frame.packet), Math.round(at));
-        at += frame.samples * ticksPerSample;
-      }
-      if (silence.length > 0) {
-        this.stats.audioHolesFilled++;
-        this.stats.silenceMs += Math.round((at - start) / this.ticksPerMs);
+    if (end !== undefined && end >= this.lastTime) {
+      const hole = time - end;
+      // A hole of less than half a frame is jitter in the producer's timestamps, which
+      // every MSE bridges; a few ms of silence inside a tone would be heard as a click.
+      if (hole > (samples / 2) * ticksPerSample && hole <= this.options.maxSilenceFillMs * this.ticksPerMs) {
+        const silence = opusSilence(Math.floor(hole / ticksPerSample), stereo);
+        let at = end;
+        for (const frame of silence) {
+          this.insert(madeBlock(block.track, Math.round(at) - this.offset, frame.packet), Math.round(at));
+          at += frame.samples * ticksPerSample;
+        }
+        if (silence.length > 0) {
+          this.stats.audioHolesFilled++;
+          this.stats.silenceMs += Math.round((at - end) / this.ticksPerMs);
+        }
       }
     }
     this.audioEndByTrack.set(block.track, Math.max(end ?? -Infinity, time + samples * ticksPerSample));
@@ -403,8 +403,7 @@ export class Normalizer {
    * laced or grouped block, goes out as it came.
    */
   private opusBlock(block: WebmBlock, relative: number): Buffer[] {
-    const toc = block.kind === 'simple' && block.lacing === 'none' ? frameByte(block, 0) : undefined;
-    const samples = toc === undefined ? null : opusPacketSamples(toc, frameByte(block, 1));
+    const samples = opusSamplesOf(block);
     if (samples === null) return rewriteBlock(block, relative, true);
     return blockGroup(block, relative, (samples / 48) * this.ticksPerMs, null);
   }
@@ -414,6 +413,12 @@ export class Normalizer {
     this.stats.clusters++;
     this.out.cluster(clusterHeader(time), time, keyframe);
   }
+}
+
+/** Samples at 48 kHz of the Opus packet a block carries; null for a laced or grouped block, or one that is not valid Opus. */
+function opusSamplesOf(block: WebmBlock): number | null {
+  const toc = block.kind === 'simple' && block.lacing === 'none' ? frameByte(block, 0) : undefined;
+  return toc === undefined ? null : opusPacketSamples(toc, frameByte(block, 1));
 }
 
 /** Cluster ID, unknown size, then the Timecode element. */

@@ -88,8 +88,9 @@ describe('normalizer: holes in an Opus track are filled with silence', function 
     expect(ffmpegErrors(output)).to.deep.equal([]);
 
     // Decoded, the stream is as long as it lasts (ffmpeg would join the pieces around a hole)...
-    const { blocks } = parseWebm(output);
-    const audio = blocks.filter((b) => b.track === parseWebm(output).headers[0].info.tracks.find((t) => t.codecId === 'A_OPUS')!.number);
+    const { headers, blocks } = parseWebm(output);
+    const track = headers[0].info.tracks.find((t) => t.codecId === 'A_OPUS')!.number;
+    const audio = blocks.filter((b) => b.track === track);
     const first = audio[0].timecode / 1000;
     const span = audio.at(-1)!.timecode / 1000 + 0.02 - first;
     const pcm = decodedAudio(output);
