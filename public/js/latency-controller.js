@@ -41,7 +41,11 @@ const DEFAULTS = {
   seekCatchUpEveryMs: 3000,
   /**
    * Just after a start the rest of the relay's GOP may still be arriving: for this long,
-   * a lag beyond target + startSlack is cut with a seek (the viewer barely saw anything yet).
+   * a lag beyond target + startSlack is cut with a seek (the viewer barely saw anything yet),
+   * until the clock first moves. After that the rate catches up: a seek decodes again from
+   * the keyframe before its target, and on a busy machine that stalled the picture it had
+   * just started (Chromium 0.6 s, Firefox 2.3 s, with a second or more buffered ahead).
+   * Catching up with seeks (WebKit) it stays a seek.
    */
   startWindowMs: 3000,
   startSlack: 0.3,
@@ -81,6 +85,8 @@ export class LatencyController {
       this.modeReason = "WebKit's GStreamer backend unmutes the video when playbackRate changes";
     }
     this.startedAt = -Infinity;
+    /** The clock has moved since the last start (see startWindowMs). */
+    this.movedSinceStart = false;
     this.lastStallAt = -Infinity;
     this.lastTickAt = performance.now();
     this.lastCatchUpAt = -Infinity;
@@ -122,6 +128,9 @@ export class LatencyController {
   started() {
     this.startedAt = performance.now();
     this.rateProbe = null;
+    this.movedSinceStart = false;
+    // The start's own seek is no movement of the clock.
+    this.lastTime = -1;
   }
 
   /**
@@ -242,6 +251,7 @@ export class LatencyController {
     // In a hole, before the first range, or stuck at the end of a range with more after it:
     // go to the next range that starts ahead.
     const stuck = !video.paused && (now === this.lastTime || video.readyState < HTMLMediaElement.HAVE_FUTURE_DATA);
+    if (now !== this.lastTime && this.lastTime >= 0) this.movedSinceStart = true;
     this.lastTime = now;
     if (!stuck) this.stuckSince = -1;
     else if (this.stuckSince < 0) this.stuckSince = wallNow;
@@ -263,7 +273,7 @@ export class LatencyController {
     }
 
     const lag = this.lag;
-    const starting = wallNow - this.startedAt < this.options.startWindowMs;
+    const starting = wallNow - this.startedAt < this.options.startWindowMs && (!this.movedSinceStart || this.mode === 'seek');
     if (lag > maxLatency || (starting && lag > target + this.options.startSlack)) {
       this.jumps++;
       this.setRate(1);
