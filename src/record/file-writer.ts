@@ -17,8 +17,10 @@ export interface FileWriterEvents {
   /** The first write failed or a later one did (ENOSPC, EACCES, EIO) or the queue overflowed: the file ends here. */
   failed(writer: RecordingFileWriter, why: string): void;
   /**
-   * The disk keeps up: clusters are on disk and nothing waits to be written. Said once.
-   * One cluster on disk is not enough: a disk too slow for the stream writes one too.
+   * The disk keeps up: two keyframe clusters are on disk and nothing waits to be written.
+   * Said once. One cluster is not enough: a disk too slow for the stream writes one too,
+   * and a full one has room for one in what cutting the failed file's last partial
+   * cluster gave back.
    */
   caughtUp(writer: RecordingFileWriter): void;
 }
@@ -156,7 +158,7 @@ export class RecordingFileWriter {
         this.fail(`cannot write ${this.file}: ${error ? describe(error) : `short write (${written} of ${total} bytes: disk full?)`}`);
         return;
       }
-      if (!this.saidCaughtUp && this.queue.length === 0 && this.clustersWritten > 0) {
+      if (!this.saidCaughtUp && this.queue.length === 0 && this.cues.length >= 2) {
         this.saidCaughtUp = true;
         this.events.caughtUp(this);
       }
