@@ -156,10 +156,21 @@ export function countProcesses(name: string): number {
   return Number(result.stdout.trim() || 0);
 }
 
+/**
+ * Ports this process has handed out. The kernel may give the port it just freed to the
+ * next caller too: two calls before either port is bound (nginx's HTTP and TLS ports)
+ * once got the same one.
+ */
+const handedOut = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (;;) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const port = (server.address() as net.AddressInfo).port;
+    await new Promise((resolve) => server.close(resolve));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
