@@ -200,15 +200,25 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     // scrap of buffer that the player gives up on after 2 s for the live edge).
     await play.click();
     await page
-      // Within the 1.5 s the test holds the player to below (a seek into the middle of a GOP
-      // may stall while the decoder catches up from the keyframe): not the 4 s it was paused.
-      .waitForFunction(() => (window as unknown as { player: { lag: number } }).player.lag < 1.5, null, { timeout: 6000, polling: 50 })
+      // Within 1.5 s of live, or half a second above the player's own target where stalls on a
+      // loaded machine raised it beyond 1 s (a seek into the middle of a GOP may stall while
+      // the decoder catches up from the keyframe): not the 4 s it was paused.
+      .waitForFunction(
+        () => {
+          const player = (window as unknown as { player: { lag: number; latency: { target: number } } }).player;
+          return player.lag < Math.max(1.5, player.latency.target + 0.5);
+        },
+        null,
+        { timeout: 6000, polling: 50 },
+      )
       .catch(async (error: Error) => {
         throw new Error(`${error.message}: ${JSON.stringify(await playerSnapshot(page))}`);
       });
     const caughtUpMs = Date.now() - pressed;
     const s1 = await playerSnapshot(page);
     expect(s1.jumps, JSON.stringify(s1)).to.be.at.least(1);
+    // The target is the player's to raise after stalls, but not to where the pause would hide in it.
+    expect(s1.targetLatency, JSON.stringify(s1)).to.be.below(2);
     await play.waitFor({ state: 'hidden', timeout: 2000 });
 
     await sleep(4000);
@@ -218,8 +228,9 @@ describe('player page in Chromium (default source: GStreamer VP8 + Opus)', funct
     expect(s2.state, detail).to.equal('playing');
     expect(s2.evictions, detail).to.be.at.least(1);
     expect(s2.currentTime - start, detail).to.be.below(4.5);
-    expect(s2.lag, detail).to.be.below(1.5);
-    console.log(`      after 4 s paused: within 1.5 s of live ${caughtUpMs} ms after Play (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
+    expect(s2.lag, detail).to.be.below(Math.max(1.5, s2.targetLatency + 0.5));
+    expect(s2.targetLatency, detail).to.be.below(2);
+    console.log(`      after 4 s paused: back at live (lag ${s1.lag.toFixed(2)} s, target ${s1.targetLatency.toFixed(2)} s) ${caughtUpMs} ms after Play (${s1.jumps} jump); kept ${(s2.currentTime - start).toFixed(1)} s behind the playhead`);
   });
 
   it('a pause that did not come from a click or key (an autoplay policy, a script) is undone', async function () {
