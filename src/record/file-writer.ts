@@ -17,8 +17,8 @@ export interface FileWriterEvents {
   /** The first write failed or a later one did (ENOSPC, EACCES, EIO) or the queue overflowed: the file ends here. */
   failed(writer: RecordingFileWriter, why: string): void;
   /**
-   * The disk keeps up: two keyframe clusters are on disk and nothing waits to be written.
-   * Said once. One cluster is not enough: a disk too slow for the stream writes one too,
+   * The disk keeps up: two keyframe clusters are on disk and nothing waits to be written,
+   * or the file was finished whole. Said once. One cluster is not enough: a disk too slow for the stream writes one too,
    * and a full one has room for one in what cutting the failed file's last partial
    * cluster gave back.
    */
@@ -194,7 +194,15 @@ export class RecordingFileWriter {
       (next) => fs.fsync(fd, next),
     ];
     const run = (i: number) => {
-      if (i === steps.length) return fs.close(fd, () => request.done(true));
+      if (i === steps.length) {
+        // A file shorter than two GOPs (long GOPs, a short --record-segment) that the disk
+        // took whole and finished kept up too.
+        if (!this.failure && !this.saidCaughtUp) {
+          this.saidCaughtUp = true;
+          this.events.caughtUp(this);
+        }
+        return fs.close(fd, () => request.done(true));
+      }
       steps[i]((error) => {
         // Left as it is, the file stays a playable live WebM; it is finished on the next start.
         if (error) return fs.close(fd, () => request.done(false));

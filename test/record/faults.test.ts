@@ -106,12 +106,23 @@ describe('Recording: crashes, retention and a failing disk', function () {
     expect(deletedBytes).to.be.greaterThan(0);
   });
 
-  it('a full disk (tmpfs) ends the file and is logged once, viewers keep decoding, and recording resumes when space returns', async function () {
+  const fullDisks = [
+    {
+      title: 'a full disk (tmpfs) ends the file and is logged once, viewers keep decoding, and recording resumes when space returns',
+      args: ['--record-segment', '3', ...ENCODER_ARGS],
+    },
+    {
+      // Each file then holds one keyframe: a file counts as working once the disk took it whole.
+      title: 'the same with a GOP longer than --record-segment (one keyframe a file)',
+      args: ['--record-segment', '1', ...ENCODER_ARGS.map((arg, i) => (ENCODER_ARGS[i - 1] === '--keyframe-interval' ? '2' : arg))],
+    },
+  ];
+  for (const { title, args } of fullDisks) it(title, async function () {
     if (process.getuid?.() !== 0) this.skip();
     const dir = root('full');
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
     mounts.push(dir);
-    const relay = await startRelay(['--record', dir, '--record-segment', '3', '--video-bitrate', '2000', ...ENCODER_ARGS]);
+    const relay = await startRelay(['--record', dir, '--video-bitrate', '2000', ...args]);
     relays.push(relay);
     await waitForLog(relay, /recording into/);
     const viewer = capture(`${relay.url}/live.webm`, 20_000);
