@@ -121,6 +121,8 @@ export class Normalizer {
   private lastVideoTime = -1;
   /** Latest spacing of video frames: a restarted producer continues one frame after the last. */
   private frameTicks = 0;
+  /** The latest spacings of video frames, for frameInterval(). */
+  private readonly frameSpacings: number[] = [];
   private clusterTime = -1;
   /** Set when a stream (re)starts: nothing goes out before the next video keyframe. */
   private waitForKeyframe = true;
@@ -168,10 +170,15 @@ export class Normalizer {
     }
     let time = block.timecode + this.offset;
     if (this.checkVideoSeam && this.videoTracks.has(block.track)) {
-      // Its first video frame goes a whole frame after the last one: closer, a player
-      // that counts frames at the stream's rate (ffmpeg) finds two on one timestamp.
+      // Its first video frame goes a whole number of frames after the last one, at least
+      // one. A player that counts frames at the stream's rate (ffmpeg) rounds timestamps
+      // to its grid: closer than a frame, it finds two on one timestamp; half a frame off
+      // the grid (audio placed the producer, its video came later), two frames of the new
+      // producer 33 ms apart can round to one.
       // The producer's blocks so far move with it, keeping their distance to it.
-      const shift = this.lastVideoTime + this.frameStep() - time;
+      const interval = this.frameInterval();
+      const frames = Math.max(1, Math.ceil((time - this.lastVideoTime) / interval - 0.1));
+      const shift = Math.round(this.lastVideoTime + frames * interval) - time;
       if (shift > 0) {
         this.shiftProducer(shift);
         time += shift;
@@ -232,6 +239,17 @@ export class Normalizer {
   /** The latest spacing of video frames, or 20 ms before there is one. */
   private frameStep(): number {
     return Math.max(1, Math.round(this.frameTicks || 20 * this.ticksPerMs));
+  }
+
+  /**
+   * The frame interval, from the latest spacings without the two longest and two shortest
+   * (a stall, a frame late), averaged: one spacing is a whole number of ticks, 33 or 34 ms
+   * at 30 frames a second, and whole frames of either drift off that rate's grid.
+   */
+  private frameInterval(): number {
+    if (this.frameSpacings.length < 5) return this.frameStep();
+    const middle = [...this.frameSpacings].sort((a, b) => a - b).slice(2, -2);
+    return middle.reduce((sum, spacing) => sum + spacing, 0) / middle.length;
   }
 
   /** Moves the current producer's timeline later. Everything pending came from it: its header flushed the rest. */
@@ -374,7 +392,11 @@ export class Normalizer {
     this.lastTime = time;
     this.lastTimeByTrack.set(block.track, time);
     if (isVideo) {
-      if (time > this.lastVideoTime && this.lastVideoTime >= 0) this.frameTicks = time - this.lastVideoTime;
+      if (time > this.lastVideoTime && this.lastVideoTime >= 0) {
+        this.frameTicks = time - this.lastVideoTime;
+        this.frameSpacings.push(this.frameTicks);
+        if (this.frameSpacings.length > 9) this.frameSpacings.shift();
+      }
       this.lastVideoTime = time;
     }
     this.stats.blocks++;
