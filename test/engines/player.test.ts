@@ -11,7 +11,7 @@ type Codec = (typeof CODECS)[number];
 /** Small pictures: six browsers' worth of decoding and two encoders share two cores with other tests. */
 const SMALL = ['--width', '320', '--height', '240', '--video-bitrate', '400'];
 
-function expectGoodPlayback(label: string, q: PlaybackQuality, seconds: number, extra: unknown = {}): void {
+function expectGoodPlayback(label: string, q: PlaybackQuality, seconds: number, extra: { targetLatency: number }): void {
   const detail = `${label}: ${JSON.stringify({ q, extra })}`;
   expect(q.error, detail).to.equal(null);
   expect(q.firstFrameMs, detail).to.not.equal(null);
@@ -19,8 +19,12 @@ function expectGoodPlayback(label: string, q: PlaybackQuality, seconds: number, 
   // The clock ran for most of the time (a loaded machine may cost a second or two).
   expect(q.playedS, detail).to.be.at.least(seconds * 0.7);
   expect(q.stallsAfterSettle, detail).to.be.at.most(2);
-  // The target behind live adapts upwards after stalls (up to 3 s); 2 s leaves room for a loaded machine.
-  expect(q.lagMedianS, detail).to.be.below(2);
+  // The target behind live is built on the pacing the relay measures and rises after
+  // stalls (up to 3 s): on a loaded machine one stall at the start took it to 1.66 s and
+  // the lag took the rest of the run to come down to it. The player is held to within
+  // 2 s of live or half a second of its target, and the target to below 2.5 s.
+  expect(extra.targetLatency, detail).to.be.below(2.5);
+  expect(q.lagMedianS, detail).to.be.below(Math.max(2, extra.targetLatency + 0.5));
 }
 
 describe('player in every engine: Chromium, Firefox, WebKit; VP8 and VP9', function () {
