@@ -119,9 +119,7 @@ export class Normalizer {
   private lastTime = -1;
   private readonly lastTimeByTrack = new Map<number, number>();
   private lastVideoTime = -1;
-  /** Latest spacing of video frames: a restarted producer continues one frame after the last. */
-  private frameTicks = 0;
-  /** The latest spacings of video frames, for frameInterval(). */
+  /** The latest spacings of video frames, newest last: a restarted producer continues on their grid. */
   private readonly frameSpacings: number[] = [];
   private clusterTime = -1;
   /** Set when a stream (re)starts: nothing goes out before the next video keyframe. */
@@ -177,6 +175,7 @@ export class Normalizer {
       // producer 33 ms apart can round to one.
       // The producer's blocks so far move with it, keeping their distance to it.
       const interval = this.frameInterval();
+      // A frame within a tenth of an interval past a grid point is on it: it stays.
       const frames = Math.max(1, Math.ceil((time - this.lastVideoTime) / interval - 0.1));
       const shift = Math.round(this.lastVideoTime + frames * interval) - time;
       if (shift > 0) {
@@ -234,6 +233,11 @@ export class Normalizer {
       }
     }
     this.audioEndByTrack.set(block.track, Math.max(end ?? -Infinity, time + samples * ticksPerSample));
+  }
+
+  /** The latest spacing of video frames, 0 before there is one. */
+  private get frameTicks(): number {
+    return this.frameSpacings.at(-1) ?? 0;
   }
 
   /** The latest spacing of video frames, or 20 ms before there is one. */
@@ -393,8 +397,7 @@ export class Normalizer {
     this.lastTimeByTrack.set(block.track, time);
     if (isVideo) {
       if (time > this.lastVideoTime && this.lastVideoTime >= 0) {
-        this.frameTicks = time - this.lastVideoTime;
-        this.frameSpacings.push(this.frameTicks);
+        this.frameSpacings.push(time - this.lastVideoTime);
         if (this.frameSpacings.length > 9) this.frameSpacings.shift();
       }
       this.lastVideoTime = time;

@@ -18,9 +18,9 @@ export interface FileWriterEvents {
   failed(writer: RecordingFileWriter, why: string): void;
   /**
    * The disk keeps up: two keyframe clusters are on disk and nothing waits to be written,
-   * or the file was finished whole. Said once. One cluster is not enough: a disk too slow for the stream writes one too,
-   * and a full one has room for one in what cutting the failed file's last partial
-   * cluster gave back.
+   * or the file was finished whole. Said once. One cluster is not enough: a disk too
+   * slow for the stream writes one too, and a full one has room for one in what cutting
+   * the failed file's last partial cluster gave back.
    */
   caughtUp(writer: RecordingFileWriter): void;
 }
@@ -158,12 +158,15 @@ export class RecordingFileWriter {
         this.fail(`cannot write ${this.file}: ${error ? describe(error) : `short write (${written} of ${total} bytes: disk full?)`}`);
         return;
       }
-      if (!this.saidCaughtUp && this.queue.length === 0 && this.cues.length >= 2) {
-        this.saidCaughtUp = true;
-        this.events.caughtUp(this);
-      }
+      if (this.queue.length === 0 && this.cues.length >= 2) this.sayCaughtUp();
       this.pump();
     });
+  }
+
+  private sayCaughtUp(): void {
+    if (this.saidCaughtUp) return;
+    this.saidCaughtUp = true;
+    this.events.caughtUp(this);
   }
 
   private fail(why: string): void {
@@ -197,10 +200,7 @@ export class RecordingFileWriter {
       if (i === steps.length) {
         // A file shorter than two GOPs (long GOPs, a short --record-segment) that the disk
         // took whole and finished kept up too.
-        if (!this.failure && !this.saidCaughtUp) {
-          this.saidCaughtUp = true;
-          this.events.caughtUp(this);
-        }
+        if (!this.failure) this.sayCaughtUp();
         return fs.close(fd, () => request.done(true));
       }
       steps[i]((error) => {
