@@ -163,7 +163,7 @@ export class Normalizer {
     if (!this.current) return;
     if (this.needOffset) {
       // Continue where the previous producer stopped, one frame later.
-      this.offset = this.lastTime < 0 ? 0 : this.lastTime + this.frameStep() - block.timecode;
+      this.offset = this.lastTime < 0 ? 0 : this.lastTime + Math.round(this.frameInterval()) - block.timecode;
       this.needOffset = false;
     }
     let time = block.timecode + this.offset;
@@ -246,14 +246,21 @@ export class Normalizer {
   }
 
   /**
-   * The frame interval, from the latest spacings without the two longest and two shortest
-   * (a stall, a frame late), averaged: one spacing is a whole number of ticks, 33 or 34 ms
-   * at 30 frames a second, and whole frames of either drift off that rate's grid.
+   * The frame interval, from the latest spacings: each counts as the whole number of
+   * frames it spans, in units of the shortest spacing that is no jitter (at least 0.4 of
+   * the median), and their sum is divided by those frames. An encoder on a busy machine
+   * drops frames (spacings of 67 and 100 ms at 30 frames a second), and one spacing is a
+   * whole number of ticks (33 or 34 ms): an average of single spacings would be off the
+   * rate's grid.
    */
   private frameInterval(): number {
     if (this.frameSpacings.length < 5) return this.frameStep();
-    const middle = [...this.frameSpacings].sort((a, b) => a - b).slice(2, -2);
-    return middle.reduce((sum, spacing) => sum + spacing, 0) / middle.length;
+    const sorted = [...this.frameSpacings].sort((a, b) => a - b);
+    const median = sorted[sorted.length >> 1];
+    const unit = sorted.find((spacing) => spacing >= 0.4 * median) ?? median;
+    let frames = 0;
+    for (const spacing of sorted) frames += Math.max(1, Math.round(spacing / unit));
+    return sorted.reduce((sum, spacing) => sum + spacing, 0) / frames;
   }
 
   /** Moves the current producer's timeline later. Everything pending came from it: its header flushed the rest. */

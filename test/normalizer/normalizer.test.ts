@@ -218,14 +218,24 @@ describe('normalizer: the seam between two producers', () => {
     expect(backwardSteps(blocks)).to.equal(0);
   });
 
+  // 30 frames a second, in whole milliseconds as an encoder writes them, from `start`, the
+  // frames `kept` lets through; audio every 20 ms from 0.
+  const at30fps = (start: number, kept = (_n: number) => true) => {
+    const blocks: { track: 1 | 2; at: number; keyframe?: boolean }[] = [];
+    for (let n = 0; n < 30; n++) if (kept(n)) blocks.push({ track: 1, at: start + Math.round((n * 1000) / 30), keyframe: n === 0 });
+    for (let t = 0; t <= 1000; t += 20) blocks.push({ track: 2, at: t });
+    return blocks.sort((a, b) => a.at - b.at || a.track - b.track);
+  };
+
+  /** Both producers' frames on ffmpeg's grid at 30 frames a second, within a tenth of a frame of their slot, no two in one slot. */
+  const expectOnGrid = (video: number[]) => {
+    const slots = video.map((t) => (t * 30) / 1000);
+    const offGrid = slots.filter((slot) => Math.abs(slot - Math.round(slot)) > 0.1);
+    expect(offGrid, `frames off the grid, in frames: ${slots.map((x) => x.toFixed(2)).join(' ')}`).to.deep.equal([]);
+    expect(new Set(slots.map(Math.round)).size).to.equal(video.length);
+  };
+
   it('a restarted producer whose video starts 50 ms after its audio: its frames go on the last one\'s grid, a whole number of frames after it', () => {
-    // 30 frames a second, in whole milliseconds as an encoder writes them, from `start`; audio every 20 ms from 0.
-    const at30fps = (start: number) => {
-      const blocks: { track: 1 | 2; at: number; keyframe?: boolean }[] = [];
-      for (let n = 0; n < 30; n++) blocks.push({ track: 1, at: start + Math.round((n * 1000) / 30), keyframe: n === 0 });
-      for (let t = 0; t <= 1000; t += 20) blocks.push({ track: 2, at: t });
-      return blocks.sort((a, b) => a.at - b.at || a.track - b.track);
-    };
     const first = producer(at30fps(0));
     // Its video from 50: the first audio block places the producer one frame after the
     // last block out, which puts its video 17 ms off the first producer's frame grid.
@@ -235,17 +245,25 @@ describe('normalizer: the seam between two producers', () => {
     const blocks = parseWebm(output).blocks;
     const video = blocks.filter((b) => b.track === 1).map((b) => b.timecode);
     expect(video, 'video frames of both producers').to.have.length(60);
-    // On ffmpeg's grid at 30 frames a second, every frame within a tenth of a frame of its
-    // slot (the second producer went 17 ms off it), and no two frames in one slot.
-    const slots = video.map((t) => (t * 30) / 1000);
-    const offGrid = slots.filter((slot) => Math.abs(slot - Math.round(slot)) > 0.1);
-    expect(offGrid, `frames off the grid, in frames: ${slots.map((x) => x.toFixed(2)).join(' ')}`).to.deep.equal([]);
-    expect(new Set(slots.map(Math.round)).size).to.equal(video.length);
+    expectOnGrid(video);
     // The seam: a whole number of frames after the last one, and no more than needed.
     expect(video[30] - video[29]).to.be.within(130, 137);
     // The audio kept its distance to the video: 50 ms before its first frame, every 20 ms.
     const audioAfter = blocks.filter((b) => b.track === 2 && b.timecode >= video[30]).map((b) => b.timecode - video[30]);
     expect(audioAfter.slice(0, 3)).to.deep.equal([10, 30, 50]);
+    expect(backwardSteps(blocks)).to.equal(0);
+  });
+
+  it('the same after a producer that dropped every third frame (an overloaded encoder): the grid is the rate\'s, not the mean spacing', () => {
+    const first = producer(at30fps(0, (n) => n % 3 !== 1));
+    const second = producer(at30fps(50));
+    const { output, normalizer } = normalize(first, second);
+    expect(normalizer.stats.seamlessRestarts).to.equal(1);
+    const blocks = parseWebm(output).blocks;
+    const video = blocks.filter((b) => b.track === 1).map((b) => b.timecode);
+    expect(video, 'video frames of both producers').to.have.length(50);
+    expectOnGrid(video);
+    expect(video[20] - video[19]).to.be.within(130, 137);
     expect(backwardSteps(blocks)).to.equal(0);
   });
 });
