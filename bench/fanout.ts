@@ -27,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(HERE, '../src/cli.js');
 const READERS = path.resolve(HERE, 'fanout-readers.js');
 /** About 20 s would do; 30 leaves room for connecting 1000 readers, warm-up and the window. */
-const RECORDING_S = 30;
+const RECORDING_S = Number(process.env.FANOUT_RECORDING_S ?? 30);
 
 /**
  * `relay`: HTTP /live.webm viewers; `relay-ws`: WebSocket /live viewers (the player
@@ -84,8 +84,11 @@ const USAGE = `usage: node dist/bench/fanout.js [options]   (npm run bench:fanou
                      (FANOUT_ENCODERS, default 1,2,4)
   --pin on|off       server on CPU 0, readers on the others (FANOUT_PIN, default on)
 
-The 30 s recording is made once and cached in the temp directory (FANOUT_RERECORD=1
-makes a new one). The floor is bench/floor.c, compiled with cc.
+The 30 s recording (FANOUT_RECORDING_S) is made once and cached in the temp directory
+(FANOUT_RERECORD=1 makes a new one). The floor is bench/floor.c, compiled with cc.
+The window starts 2 s after every reader has media (FANOUT_WARMUP_MS): the streams are
+then a few seconds old. FANOUT_WARMUP_MS=65000 FANOUT_RECORDING_S=120 measures them
+once their 60 s segment windows are full, as a relay that has run for a while.
 FANOUT_RELAY_ARGS="--join next-keyframe --max-queue 8M" sets relay options (written as
 top-level keys of its config file, so every stream's); FANOUT_RELAY_NODE_ARGS, node's.
 FANOUT_EVENTS=1 counts the server's reads, writes, epoll waits, context switches,
