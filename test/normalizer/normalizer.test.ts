@@ -235,35 +235,33 @@ describe('normalizer: the seam between two producers', () => {
     expect(new Set(slots.map(Math.round)).size).to.equal(video.length);
   };
 
-  it('a restarted producer whose video starts 50 ms after its audio: its frames go on the last one\'s grid, a whole number of frames after it', () => {
-    const first = producer(at30fps(0));
-    // Its video from 50: the first audio block places the producer one frame after the
-    // last block out, which puts its video 17 ms off the first producer's frame grid.
-    const second = producer(at30fps(50));
-    const { output, normalizer } = normalize(first, second);
+  /**
+   * A first producer of `firstFrames` frames (of the 30 it would make in a second, `kept`),
+   * then one whose video starts 50 ms after its audio: the first audio block places it one
+   * frame after the last block out, which puts its video 17 ms off the first producer's
+   * frame grid. Checks both producers' frames are on the grid, the second a whole number
+   * of frames after the first and no more than needed, and nothing goes backwards.
+   */
+  const expectSeamOnGrid = (firstFrames: number, kept?: (n: number) => boolean) => {
+    const { output, normalizer } = normalize(producer(at30fps(0, kept)), producer(at30fps(50)));
     expect(normalizer.stats.seamlessRestarts).to.equal(1);
     const blocks = parseWebm(output).blocks;
     const video = blocks.filter((b) => b.track === 1).map((b) => b.timecode);
-    expect(video, 'video frames of both producers').to.have.length(60);
+    expect(video, 'video frames of both producers').to.have.length(firstFrames + 30);
     expectOnGrid(video);
-    // The seam: a whole number of frames after the last one, and no more than needed.
-    expect(video[30] - video[29]).to.be.within(130, 137);
-    // The audio kept its distance to the video: 50 ms before its first frame, every 20 ms.
-    const audioAfter = blocks.filter((b) => b.track === 2 && b.timecode >= video[30]).map((b) => b.timecode - video[30]);
-    expect(audioAfter.slice(0, 3)).to.deep.equal([10, 30, 50]);
+    expect(video[firstFrames] - video[firstFrames - 1]).to.be.within(130, 137);
     expect(backwardSteps(blocks)).to.equal(0);
+    return { blocks, secondStart: video[firstFrames] };
+  };
+
+  it('a restarted producer whose video starts 50 ms after its audio: its frames go on the last one\'s grid, a whole number of frames after it', () => {
+    const { blocks, secondStart } = expectSeamOnGrid(30);
+    // The audio kept its distance to the video: 50 ms before its first frame, every 20 ms.
+    const audioAfter = blocks.filter((b) => b.track === 2 && b.timecode >= secondStart).map((b) => b.timecode - secondStart);
+    expect(audioAfter.slice(0, 3)).to.deep.equal([10, 30, 50]);
   });
 
   it('the same after a producer that dropped every third frame (an overloaded encoder): the grid is the rate\'s, not the mean spacing', () => {
-    const first = producer(at30fps(0, (n) => n % 3 !== 1));
-    const second = producer(at30fps(50));
-    const { output, normalizer } = normalize(first, second);
-    expect(normalizer.stats.seamlessRestarts).to.equal(1);
-    const blocks = parseWebm(output).blocks;
-    const video = blocks.filter((b) => b.track === 1).map((b) => b.timecode);
-    expect(video, 'video frames of both producers').to.have.length(50);
-    expectOnGrid(video);
-    expect(video[20] - video[19]).to.be.within(130, 137);
-    expect(backwardSteps(blocks)).to.equal(0);
+    expectSeamOnGrid(20, (n) => n % 3 !== 1);
   });
 });
