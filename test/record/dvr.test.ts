@@ -241,16 +241,29 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     await page.$eval('#rewind', (v) => (v as HTMLVideoElement).pause());
     await sleep(20_000);
     const held = await dvrSnapshot(page);
-    await page.$eval('#rewind', (v) => (v as HTMLVideoElement).play());
+    await page.$eval('#rewind', (v) => {
+      // Where and for how long the rewound video waits for data from here: said if it plays too little.
+      const video = v as HTMLVideoElement;
+      const waits: string[] = [];
+      let since = 0;
+      video.addEventListener('waiting', () => (since = performance.now()));
+      video.addEventListener('playing', () => {
+        if (since) waits.push(`${((performance.now() - since) / 1000).toFixed(2)} s at ${video.currentTime.toFixed(2)} (buffered to ${video.buffered.length ? video.buffered.end(video.buffered.length - 1).toFixed(2) : '-'})`);
+        since = 0;
+      });
+      (window as unknown as { rewindWaits: string[] }).rewindWaits = waits;
+      void video.play();
+    });
     // The 10 s it had buffered, then on into the cut from disk.
     await sleep(12_000);
     const resumed = await dvrSnapshot(page);
+    const waits = await page.evaluate(() => (window as unknown as { rewindWaits: string[] }).rewindWaits);
     console.log(
       `      paused 20 s: ${held.behind.toFixed(2)} s behind live, then ${resumed.behind.toFixed(2)} s playing ${(resumed.currentTime - held.currentTime).toFixed(2)} s in 12 s; ` +
-        `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s)`,
+        `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s); waited for data: ${waits.join('; ') || 'never'}`,
     );
     expect(held.behind).to.be.within(23.5, 26.5);
-    expect(resumed.currentTime - held.currentTime).to.be.within(11, 13);
+    expect(resumed.currentTime - held.currentTime, `waited for data: ${waits.join('; ') || 'never'}`).to.be.within(11, 13);
     expect(Math.abs(resumed.behind - held.behind)).to.be.lessThan(0.6);
     expect(resumed.fetched.disk - held.fetched.disk).to.be.at.least(1);
     expect(resumed.placements).to.be.at.least(2);
