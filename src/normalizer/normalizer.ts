@@ -258,9 +258,13 @@ export class Normalizer {
     const sorted = [...this.frameSpacings].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1];
     const unit = sorted.find((spacing) => spacing >= 0.4 * median) ?? median;
+    let ticks = 0;
     let frames = 0;
-    for (const spacing of sorted) frames += Math.max(1, Math.round(spacing / unit));
-    return sorted.reduce((sum, spacing) => sum + spacing, 0) / frames;
+    for (const spacing of sorted) {
+      ticks += spacing;
+      frames += Math.max(1, Math.round(spacing / unit));
+    }
+    return ticks / frames;
   }
 
   /** Moves the current producer's timeline later. Everything pending came from it: its header flushed the rest. */

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, playerSnapshot, watchErrors, type PlayerSnapshot } from '../helpers/browser.js';
+import { launchBrowser, playerSnapshot, watchErrors } from '../helpers/browser.js';
 import { ffmpegErrors, sleep, startRelay, waitFor, type RunningRelay } from '../helpers/relay.js';
 import type { DvrIndex } from '../../src/protocol.js';
 import { ENCODER_ARGS, tempDir, waitForLog } from './common.js';
@@ -98,27 +98,26 @@ async function waitForRewound(page: Page, relay: RunningRelay, errors: string[],
   return dvrSnapshot(page);
 }
 
-/** Rewinds to the moment a live picture was shown and compares what the rewound player shows then. */
 /**
  * After Live is clicked: the rewound video gone and the player within a second of live, or
  * half a second over its own target (which it raises after stalls, Chromium's reaching
  * 1.7 s on a busy machine), and that target below 2 s, so a player left behind cannot hide in it.
  */
-async function waitForLiveEdge(page: Page): Promise<PlayerSnapshot> {
-  let last: { rewinding: boolean; player: PlayerSnapshot } | null = null;
+async function waitForLiveEdge(page: Page): Promise<void> {
+  let lastSeen = 'nothing';
   await waitFor('the live edge', async () => {
     const [s, p] = await Promise.all([dvrSnapshot(page), playerSnapshot(page)]);
-    last = { rewinding: s.rewinding, player: p };
+    lastSeen = `rewinding ${s.rewinding}, ${JSON.stringify(p)}`;
     return !s.rewinding && p.lag < Math.max(1, p.targetLatency + 0.5);
   }, 10_000).catch((error: Error) => {
-    const seen = last as { rewinding: boolean; player: PlayerSnapshot } | null;
-    throw new Error(`${error.message}; last seen: rewinding ${seen?.rewinding}, ${JSON.stringify(seen?.player)}`);
+    throw new Error(`${error.message}; last seen: ${lastSeen}`);
   });
   const back = await playerSnapshot(page);
+  console.log(`      back to live: lag ${back.lag.toFixed(2)} s (target ${back.targetLatency.toFixed(2)} s)`);
   expect(back.targetLatency, JSON.stringify(back)).to.be.below(2);
-  return back;
 }
 
+/** Rewinds to the moment a live picture was shown and compares what the rewound player shows then. */
 async function rewoundPicture(page: Page, live0: Grab, live1: Grab): Promise<{ offsetMs: number; same: number; later: number; shift: number }> {
   const shownAt = live0.atMs - live0.lag * 1000;
   await page.evaluate((seconds) => (window as unknown as { dvr: { seekBack(s: number): Promise<void> } }).dvr.seekBack(seconds), (Date.now() - shownAt) / 1000);
@@ -257,13 +256,13 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     // The 10 s it had buffered, then on into the cut from disk.
     await sleep(12_000);
     const resumed = await dvrSnapshot(page);
-    const waits = await page.evaluate(() => (window as unknown as { rewindWaits: string[] }).rewindWaits);
+    const waitedFor = (await page.evaluate(() => (window as unknown as { rewindWaits: string[] }).rewindWaits)).join('; ') || 'never';
     console.log(
       `      paused 20 s: ${held.behind.toFixed(2)} s behind live, then ${resumed.behind.toFixed(2)} s playing ${(resumed.currentTime - held.currentTime).toFixed(2)} s in 12 s; ` +
-        `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s); waited for data: ${waits.join('; ') || 'never'}`,
+        `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s); waited for data: ${waitedFor}`,
     );
     expect(held.behind).to.be.within(23.5, 26.5);
-    expect(resumed.currentTime - held.currentTime, `waited for data: ${waits.join('; ') || 'never'}`).to.be.within(11, 13);
+    expect(resumed.currentTime - held.currentTime, `waited for data: ${waitedFor}`).to.be.within(11, 13);
     expect(Math.abs(resumed.behind - held.behind)).to.be.lessThan(0.6);
     expect(resumed.fetched.disk - held.fetched.disk).to.be.at.least(1);
     expect(resumed.placements).to.be.at.least(2);
@@ -272,8 +271,7 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
 
     // Live again, at the live edge.
     await page.click('#dvr-live');
-    const back = await waitForLiveEdge(page);
-    console.log(`      back to live: lag ${back.lag.toFixed(2)} s (target ${back.targetLatency.toFixed(2)} s)`);
+    await waitForLiveEdge(page);
     expect(await page.$eval('#video', (v) => getComputedStyle(v).display)).to.equal('block');
     expect(await page.$eval('#dvr-behind', (e) => e.textContent)).to.equal('live');
 
@@ -353,8 +351,7 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     expectSamePicture(picture);
 
     await page.click('#dvr-live');
-    const back = await waitForLiveEdge(page);
-    console.log(`      back to live: lag ${back.lag.toFixed(2)} s (target ${back.targetLatency.toFixed(2)} s)`);
+    await waitForLiveEdge(page);
     expect(errors.filter((e) => !/favicon|404/.test(e))).to.deep.equal([]);
   });
 });
