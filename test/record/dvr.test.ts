@@ -240,6 +240,7 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
     await page.$eval('#rewind', (v) => (v as HTMLVideoElement).pause());
     await sleep(20_000);
     const held = await dvrSnapshot(page);
+    const playCalledAt = Date.now();
     await page.$eval('#rewind', (v) => {
       // Where and for how long the rewound video waits for data from here: said if it plays too little.
       const video = v as HTMLVideoElement;
@@ -253,16 +254,24 @@ describe('Rewinding the live stream (DVR) in Chromium', function () {
       (window as unknown as { rewindWaits: string[] }).rewindWaits = waits;
       void video.play();
     });
+    // The 12 s are counted from when its clock moves again, and the time play() took to
+    // get there is a bound of its own: a slow restart of a player left paused and a hole
+    // in what it plays next are different faults (0.04 s measured, quiet or busy).
+    let moving = held;
+    await waitFor('the rewound video to play again', async () => (moving = await dvrSnapshot(page)).currentTime > held.currentTime, 5_000);
+    const restartS = (Date.now() - playCalledAt) / 1000;
     // The 10 s it had buffered, then on into the cut from disk.
     await sleep(12_000);
     const resumed = await dvrSnapshot(page);
     const waitedFor = (await page.evaluate(() => (window as unknown as { rewindWaits: string[] }).rewindWaits)).join('; ') || 'never';
+    const played = resumed.currentTime - moving.currentTime;
     console.log(
-      `      paused 20 s: ${held.behind.toFixed(2)} s behind live, then ${resumed.behind.toFixed(2)} s playing ${(resumed.currentTime - held.currentTime).toFixed(2)} s in 12 s; ` +
+      `      paused 20 s: ${held.behind.toFixed(2)} s behind live, playing again ${restartS.toFixed(2)} s after play(), then ${resumed.behind.toFixed(2)} s behind playing ${played.toFixed(2)} s in 12 s; ` +
         `fetched ${resumed.fetched.memory - held.fetched.memory} from memory and ${resumed.fetched.disk - held.fetched.disk} from disk since, ${resumed.placements} placements, ${resumed.bufferedRanges} buffered range(s); waited for data: ${waitedFor}`,
     );
     expect(held.behind).to.be.within(23.5, 26.5);
-    expect(resumed.currentTime - held.currentTime, `waited for data: ${waitedFor}`).to.be.within(11, 13);
+    expect(restartS, 'seconds from play() to the clock moving').to.be.lessThan(3);
+    expect(played, `waited for data: ${waitedFor}`).to.be.within(11, 13);
     expect(Math.abs(resumed.behind - held.behind)).to.be.lessThan(0.6);
     expect(resumed.fetched.disk - held.fetched.disk).to.be.at.least(1);
     expect(resumed.placements).to.be.at.least(2);
