@@ -55,6 +55,9 @@ describe('proxies: edge relays pulling an origin', function () {
     const healthText = await health.text();
     await sleep(Math.max(0, 8000 - (Date.now() - stoppedAt)));
 
+    // A stopped process can only have been killed: say by what, with what it last logged.
+    const { exitCode, signalCode } = origin.process;
+    expect(alive(origin.process.pid!), `the origin is gone while stopped (exit ${exitCode}, signal ${signalCode}); its log ends:\n${origin.log().slice(-3000)}`).to.equal(true);
     process.kill(origin.process.pid!, 'SIGCONT');
     const continuedAt = Date.now();
     await waitFor('media at both edge viewers after SIGCONT', () => http.lastMediaAt > continuedAt && ws.lastMediaAt > continuedAt, 3000);
