@@ -4,6 +4,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { WebSocketServer } from 'ws';
 import { OPEN_ACCESS, STREAM_NAME } from '../config/options.js';
+import { logger } from '../log.js';
 import { CLOSE_REASONS, type RelayStats } from '../protocol.js';
 import { recordingRoutes } from '../record/routes.js';
 import { segmentRoutes } from '../segments/routes.js';
@@ -32,6 +33,7 @@ export interface RelayView {
   stats(): RelayStats;
 }
 
+const log = logger('server');
 const NAME = STREAM_NAME.source.slice(1, -1);
 /** `/<name>.webm` */
 const STREAM_PATH = new RegExp(`^/(${NAME})\\.webm$`);
@@ -95,7 +97,14 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
   /** `GET` or `HEAD /<name>.webm` of a stream that exists: its credentials, then watch(). */
   const serveWatch = (stream: Stream, req: http.IncomingMessage, res: http.ServerResponse, pathname: string): void => {
     for (const [name, value] of Object.entries(corsHeaders(stream.config.access, req.headers.origin))) res.setHeader(name, value);
-    void gate.viewer(stream, req, `GET ${pathname}`).then((verdict) => (verdict.ok ? watch(stream, req, res) : refuse(res, verdict)));
+    gate
+      .viewer(stream, req, `GET ${pathname}`)
+      .then((verdict) => (verdict.ok ? watch(stream, req, res) : refuse(res, verdict)))
+      // Outside express nothing else would catch it, and an unhandled rejection ends the process.
+      .catch((error: Error) => {
+        log.error(`${stream.name}: GET ${pathname}: ${error.stack ?? error.message}`);
+        res.destroy();
+      });
   };
 
   // --- streams ---------------------------------------------------------------------
