@@ -81,11 +81,20 @@ describe('segments: a Varnish tier in front of the relay (deploy/varnish/webm-re
     }
     expect(compared).to.equal(readers * count);
     // Streamed, not stored and forwarded: the segments after the first were asked for
-    // before they began, and their bytes came while the relay produced them (about a second).
+    // before they began, and their bytes came while the relay produced them (about a
+    // second). Stored and forwarded, a segment's bytes come a few ms after its head, as
+    // those of the first, complete one do (2 ms); how much of the second a reader sees
+    // arrive depends on how late a busy machine lets it ask (spans of 219-680 ms measured).
     const spans: number[] = [];
-    for (const x of results) for (const [, got] of [...x.segments].slice(1)) spans.push(got.endAt - got.headAt);
-    spans.sort((a, b) => a - b);
-    expect(spans[Math.floor(spans.length / 2)], 'median ms from head to end of a streamed segment').to.be.greaterThan(400);
+    const firstSpans: number[] = [];
+    for (const x of results) {
+      const [first, ...rest] = [...x.segments.values()];
+      firstSpans.push(first.endAt - first.headAt);
+      for (const got of rest) spans.push(got.endAt - got.headAt);
+    }
+    const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+    console.log(`      from head to end: the first, complete segment ${median(firstSpans)} ms (median), the later ones ${median(spans)} ms`);
+    expect(median(spans), 'median ms from head to end of a streamed segment').to.be.greaterThan(100);
   });
 
   it('index.json under load: about one relay request per second, however many readers', async () => {
