@@ -246,10 +246,8 @@ export function createServer(relay: RelayView, options: ServerOptions): { server
       const query = url.indexOf('?');
       const pathname = query < 0 ? url : url.slice(0, query);
       const stream = streamFor(STREAM_PATH.exec(pathname));
-      if (stream) {
-        res.setHeader('Cache-Control', 'no-store');
-        return serveWatch(stream, req, res, pathname);
-      }
+      // watch() and every refusal set their own Cache-Control.
+      if (stream) return serveWatch(stream, req, res, pathname);
     }
     app(req, res);
   });
